@@ -1,0 +1,1 @@
+"""An example Nephoscope plugin distribution."""

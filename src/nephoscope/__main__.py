@@ -1,0 +1,5 @@
+"""``python -m nephoscope`` runs the CLI."""
+
+from nephoscope.cli import main
+
+main()

@@ -1,0 +1,576 @@
+"""The ``nephoscope`` command: run the services, try plugins, query the store."""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import orjson
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from nephoscope.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from nephoscope.agent import AgentManager
+    from nephoscope.messaging.publisher import Publisher
+from nephoscope.plugin import (
+    NAMESPACES,
+    LoadedPlugins,
+    NotificationBase,
+    PollsterBase,
+    load_plugin_classes,
+    load_plugins,
+)
+from nephoscope.storage.base import SampleFilter, Store
+
+app = typer.Typer(
+    help="Nephoscope meters clouds and hosts: who used how much, when.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+LOG = logging.getLogger("nephoscope")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="YAML config file (default: $NEPHOSCOPE_CONFIG).", show_default=False
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine output: one JSON object a line.")]
+MeterOption = Annotated[str | None, typer.Option("--meter", "-m", help="Meter name.")]
+ResourceOption = Annotated[str | None, typer.Option("--resource", "-r", help="Resource id.")]
+ProjectOption = Annotated[str | None, typer.Option("--project", "-p", help="Project id.")]
+UserOption = Annotated[str | None, typer.Option("--user", "-u", help="User id.")]
+SinceOption = Annotated[
+    str | None,
+    typer.Option("--since", help="From this time (ISO 8601, or an age such as 15m, 2h, 7d)."),
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", help="Up to this time, excluded (same forms as --since).")
+]
+LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, help="Most rows to show.")]
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+
+
+def settings_from(config: Path | None) -> Settings:
+    """Load settings or stop with the reason (exit status 2)."""
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        fail(f"bad configuration: {exc}")
+    setup_logging(settings.log_level)
+    return settings
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time (UTC when naive) or an age before now."""
+    if value is None:
+        return None
+    match = _AGE.match(value.strip())
+    if match:
+        return datetime.now(UTC) - timedelta(**{_AGE_UNITS[match[2]]: float(match[1])})
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option}: {value!r} is neither ISO 8601 nor an age such as 15m, 2h, 7d")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@contextmanager
+def opened_store(settings: Settings) -> Iterator[Store]:
+    from nephoscope.storage import StoreError, open_store
+
+    try:
+        store = open_store(settings.store)
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    raise TypeError
+
+
+def emit_json(rows: Iterable[Any]) -> None:
+    for row in rows:
+        sys.stdout.write(orjson.dumps(row, default=_jsonable).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
+def _number(value: float) -> str:
+    return (
+        f"{value:.6g}" if isinstance(value, float) and not value.is_integer() else f"{value:,.0f}"
+    )
+
+
+def show_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    count = 0
+    for row in rows:
+        table.add_row(*(str(v) if v is not None else "" for v in row))
+        count += 1
+    if count:
+        out.print(table)
+    else:
+        out.print(f"{title}: none")
+
+
+def sample_filter(
+    meter: str | None = None,
+    resource: str | None = None,
+    project: str | None = None,
+    user: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> SampleFilter:
+    return SampleFilter(
+        meter=meter,
+        resource_id=resource,
+        project_id=project,
+        user_id=user,
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
+    )
+
+
+# -- services ----------------------------------------------------------------
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            err.print("second signal: exiting without flushing")
+            raise SystemExit(130)
+        err.print(f"{signal.Signals(signum).name}: stopping, flushing what is in flight...")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _warn_defaults(settings: Settings) -> None:
+    if settings.uses_default_secret:
+        LOG.warning(
+            "metering_secret is the default: set your own where more than one host sends samples"
+        )
+
+
+def _publisher(settings: Settings) -> Publisher:
+    from nephoscope.messaging.publisher import Publisher
+
+    try:
+        return Publisher(settings)
+    except ConfigError as exc:
+        fail(f"bad configuration: {exc}")
+
+
+def _agent(
+    settings: Settings, publisher: Publisher | None, namespaces: list[str] | None
+) -> AgentManager:
+    from nephoscope.agent import AgentManager
+
+    try:
+        return AgentManager(settings, publisher, namespaces=namespaces or None)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def run(config: ConfigOption = None) -> None:
+    """Agent and collector in one process: meter this host into the store."""
+    from nephoscope.collector import Collector
+
+    settings = settings_from(config)
+    _warn_defaults(settings)
+    with opened_store(settings) as store:
+        collector = Collector(settings, store)
+        publisher = _publisher(settings)
+        agent = _agent(settings, publisher, None)
+        agent_stop, collector_stop = threading.Event(), threading.Event()
+        ready = threading.Event()
+        consumer = threading.Thread(
+            target=collector.run, args=(collector_stop, ready), name="collector"
+        )
+        consumer.start()
+        ready.wait(10)
+        sources = ", ".join(f"{s.name} every {s.interval:g}s" for s in settings.polling.sources)
+        out.print(f"[bold]Nephoscope[/] metering [cyan]{settings.host}[/] ({sources})")
+        out.print(f"  bus:   {collector.bus.safe_url}")
+        out.print(f"  store: {settings.store.url}")
+        out.print("  query: nephoscope samples --meter hardware.cpu.util   (Ctrl-C stops)")
+        _stop_on_signals(agent_stop)
+        try:
+            agent.run(agent_stop)
+        finally:
+            agent_stop.set()
+            publisher.close()
+            collector_stop.set()
+            consumer.join()
+        stats = collector.stats
+        out.print(
+            f"stopped: {stats.stored} sample(s) stored, {stats.duplicates} duplicate(s), "
+            f"{stats.dead_letters} dead letter(s)"
+        )
+
+
+@app.command()
+def agent(
+    config: ConfigOption = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace", help="Pollster namespace (host, compute, central); repeatable."
+        ),
+    ] = None,
+) -> None:
+    """Poll on schedule and publish counters to the bus."""
+
+    settings = settings_from(config)
+    _warn_defaults(settings)
+    if settings.bus.url.startswith("memory://"):
+        LOG.warning(
+            "bus.url is memory://: only a collector in this process could read it; "
+            "use `nephoscope run` or an amqp:// bus"
+        )
+    publisher = _publisher(settings)
+    manager = _agent(settings, publisher, namespace)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    out.print(f"agent polling {', '.join(manager.namespaces)} -> {publisher.destination}")
+    try:
+        manager.run(stop)
+    finally:
+        publisher.close()
+
+
+@app.command()
+def collector(config: ConfigOption = None) -> None:
+    """Consume meter messages from the bus and store them."""
+    from nephoscope.collector import Collector
+
+    settings = settings_from(config)
+    with opened_store(settings) as store:
+        service = Collector(settings, store)
+        stop = threading.Event()
+        _stop_on_signals(stop)
+        out.print(f"collector: {service.bus.safe_url} -> {settings.store.url}")
+        service.run(stop)
+
+
+@app.command()
+def poll(
+    config: ConfigOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Poll once and exit (the only mode).")
+    ] = True,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--namespace", help="Pollster namespace (host, compute, central); repeatable."
+        ),
+    ] = None,
+) -> None:
+    """Poll once and print the counters as JSON lines; nothing is sent or stored."""
+
+    if not once:
+        fail("poll only polls once; `nephoscope agent` polls on schedule")
+    settings = settings_from(config)
+    manager = _agent(settings, None, namespace)
+    for source in settings.polling.sources:
+        emit_json(c.as_dict() | {"source_name": source.name} for c in manager.poll(source))
+
+
+@app.command()
+def plugins(json: JsonOption = False) -> None:
+    """Every plugin namespace and plugin: loaded, or why not."""
+    rows = []
+    for namespace in NAMESPACES:
+        loaded: LoadedPlugins[Any]
+        if namespace.startswith("nephoscope.poll."):
+            loaded = load_plugins(namespace, PollsterBase)
+        elif namespace == "nephoscope.notification":
+            loaded = load_plugins(namespace, NotificationBase)
+        else:
+            loaded = load_plugin_classes(namespace)
+        for name, plugin in sorted(loaded.plugins.items()):
+            if isinstance(plugin, PollsterBase):
+                detail = "\n".join(plugin.meters)
+            else:
+                target = plugin if isinstance(plugin, type) else type(plugin)
+                detail = f"{target.__module__}.{target.__qualname__}"
+            rows.append(
+                {"namespace": namespace, "name": name, "status": "loaded", "detail": detail}
+            )
+        for name, reason in sorted(loaded.unusable.items()):
+            rows.append(
+                {"namespace": namespace, "name": name, "status": "unusable", "detail": reason}
+            )
+        for name, reason in sorted(loaded.failed.items()):
+            rows.append(
+                {"namespace": namespace, "name": name, "status": "failed", "detail": reason}
+            )
+    if json:
+        emit_json(rows)
+        return
+    show_table(
+        "Plugins",
+        ["namespace", "plugin", "status", "meters / reason"],
+        ([r["namespace"], r["name"], r["status"], r["detail"]] for r in rows),
+    )
+
+
+# -- queries -----------------------------------------------------------------
+
+
+@app.command()
+def meters(
+    config: ConfigOption = None,
+    json: JsonOption = False,
+    meter: MeterOption = None,
+    resource: ResourceOption = None,
+    project: ProjectOption = None,
+    user: UserOption = None,
+) -> None:
+    """Meters in the store, one row per meter and resource."""
+    settings = settings_from(config)
+    with opened_store(settings) as store:
+        found = store.meters(sample_filter(meter, resource, project, user))
+    if json:
+        emit_json(found)
+        return
+    show_table(
+        "Meters",
+        ["name", "type", "unit", "resource", "project", "user", "source"],
+        ([m.name, m.type, m.unit, m.resource_id, m.project_id, m.user_id, m.source] for m in found),
+    )
+
+
+@app.command()
+def samples(
+    config: ConfigOption = None,
+    json: JsonOption = False,
+    meter: MeterOption = None,
+    resource: ResourceOption = None,
+    project: ProjectOption = None,
+    user: UserOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    limit: LimitOption = 50,
+) -> None:
+    """Samples, newest first."""
+    settings = settings_from(config)
+    query = sample_filter(meter, resource, project, user, since, until)
+    with opened_store(settings) as store:
+        found = store.samples(query, limit=limit)
+    if json:
+        emit_json(found)
+        return
+    show_table(
+        "Samples",
+        ["timestamp", "meter", "volume", "unit", "type", "resource", "project"],
+        (
+            [
+                _when(s.timestamp),
+                s.name,
+                _number(s.volume),
+                s.unit,
+                s.type,
+                s.resource_id,
+                s.project_id,
+            ]
+            for s in found
+        ),
+    )
+
+
+@app.command()
+def resources(
+    config: ConfigOption = None,
+    json: JsonOption = False,
+    meter: MeterOption = None,
+    project: ProjectOption = None,
+    user: UserOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """Resources with samples, their owners and when they were seen."""
+    settings = settings_from(config)
+    with opened_store(settings) as store:
+        found = store.resources(sample_filter(meter, None, project, user, since, until))
+    if json:
+        emit_json(found)
+        return
+    show_table(
+        "Resources",
+        ["resource", "project", "user", "first sample", "last sample", "meters"],
+        (
+            [
+                r.resource_id,
+                r.project_id,
+                r.user_id,
+                _when(r.first_sample_timestamp),
+                _when(r.last_sample_timestamp),
+                len(r.meters),
+            ]
+            for r in found
+        ),
+    )
+
+
+@app.command()
+def statistics(
+    meter: Annotated[str, typer.Option("--meter", "-m", help="Meter name.")],
+    config: ConfigOption = None,
+    json: JsonOption = False,
+    period: Annotated[
+        int | None, typer.Option("--period", min=1, help="Seconds per period.")
+    ] = None,
+    resource: ResourceOption = None,
+    project: ProjectOption = None,
+    user: UserOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+) -> None:
+    """count, min, max, avg and sum of a meter, over the range or per period."""
+    settings = settings_from(config)
+    query = sample_filter(meter, resource, project, user, since, until)
+    with opened_store(settings) as store:
+        found = store.statistics(query, period)
+    if json:
+        emit_json(found)
+        return
+    show_table(
+        f"Statistics of {meter}",
+        ["period start", "period end", "count", "min", "max", "avg", "sum", "unit"],
+        (
+            [
+                _when(s.period_start or s.duration_start),
+                _when(s.period_end or s.duration_end),
+                s.count,
+                _number(s.min),
+                _number(s.max),
+                _number(s.avg),
+                _number(s.sum),
+                s.unit,
+            ]
+            for s in found
+        ),
+    )
+
+
+@app.command("dead-letters")
+def dead_letters(
+    config: ConfigOption = None, json: JsonOption = False, limit: LimitOption = 20
+) -> None:
+    """Messages the collector could not store, with the reason."""
+    settings = settings_from(config)
+    with opened_store(settings) as store:
+        found = store.dead_letters(limit)
+    if json:
+        emit_json(found)
+        return
+    show_table(
+        "Dead letters",
+        ["received", "reason", "message id", "body"],
+        (
+            [_when(d.received_at), d.reason, d.message_id, d.body[:120].decode("utf-8", "replace")]
+            for d in found
+        ),
+    )
+
+
+@app.command()
+def status(config: ConfigOption = None, json: JsonOption = False) -> None:
+    """The store: counts, dead letters, freshness, schema revision."""
+    settings = settings_from(config)
+    with opened_store(settings) as store:
+        state = store.status()
+    if json:
+        emit_json([state])
+        return
+    show_table(
+        "Status",
+        ["key", "value"],
+        [
+            ["store", state.url],
+            ["schema revision", state.schema_revision],
+            ["samples", state.samples],
+            ["resources", state.resources],
+            ["dead letters", state.dead_letters],
+            ["last sample", _when(state.last_sample_timestamp)],
+            ["last recorded", _when(state.last_recorded_at)],
+        ],
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Apply pending schema migrations."""
+    from nephoscope.storage import StoreError, open_store
+
+    settings = settings_from(config)
+    try:
+        store = open_store(settings.store.model_copy(update={"auto_upgrade": False}))
+    except StoreError as exc:
+        fail(str(exc))
+    try:
+        store.upgrade()
+        revision = store.status().schema_revision
+    finally:
+        store.close()
+    out.print(f"{settings.store.url}: schema at revision {revision}")
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,327 @@
+"""Consume meter messages, verify them, store them in batches, acknowledge after commit.
+
+A message that cannot be stored (bad signature, bad field, not JSON) becomes a
+dead letter with its reason in the same transaction as the good samples of its
+batch. A store that is down leaves the messages on the bus to be delivered
+again; a sample the store itself refuses is dead-lettered alone instead of
+blocking the queue (Ceilometer requeued such a poison message forever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from kombu.message import Message
+from sqlalchemy import exc as sa_exc
+
+from nephoscope.config import Settings
+from nephoscope.counter import Counter
+from nephoscope.messaging.bus import KombuBus
+from nephoscope.messaging.envelope import decode_envelope
+from nephoscope.messaging.errors import RejectedMessage
+from nephoscope.messaging.meter import (
+    METERING_EVENT_TYPE,
+    counter_to_message,
+    message_to_counter,
+)
+from nephoscope.storage.base import DeadLetter, Store, WriteResult
+
+__all__ = ["Collector", "CollectorStats", "Parsed", "parse_body"]
+
+LOG = logging.getLogger(__name__)
+
+# After a stop is asked for, keep draining the bus until it has been quiet this long,
+# so an in-process bus loses nothing that was published before the stop.
+_DRAIN_QUIET = 0.3
+_DRAIN_LIMIT = 30.0
+
+
+@dataclass
+class Parsed:
+    """One bus message, read: its samples and its dead letters."""
+
+    counters: list[Counter] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def parse_body(body: bytes | str, secret: str, received_at: datetime | None = None) -> Parsed:
+    """Read a bus message into verified counters and dead letters. Never raises."""
+    received_at = received_at or datetime.now(UTC)
+    raw_body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    parsed = Parsed()
+    try:
+        notification = decode_envelope(raw_body)
+        event_type = notification.get("event_type")
+        if event_type != METERING_EVENT_TYPE:
+            raise RejectedMessage(f"event_type {event_type!r} is not {METERING_EVENT_TYPE!r}")
+        payload = notification.get("payload")
+        if isinstance(payload, dict):
+            payload = [payload]
+        if not isinstance(payload, list):
+            raise RejectedMessage("payload is not a list of meter messages")
+    except RejectedMessage as exc:
+        parsed.dead_letters.append(DeadLetter(exc.reason, raw_body, received_at))
+        return parsed
+    for item in payload:
+        try:
+            counter = message_to_counter(item, secret)
+        except RejectedMessage as exc:
+            parsed.dead_letters.append(
+                DeadLetter(exc.reason, _dump(item), received_at, exc.message_id)
+            )
+            continue
+        parsed.counters.append(counter)
+    return parsed
+
+
+def _dump(item: Any) -> bytes:
+    try:
+        return orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return repr(item).encode("utf-8")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a store error will likely pass (the database is down or busy)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(
+        exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
+    )
+
+
+@dataclass
+class CollectorStats:
+    stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    store_errors: int = 0
+
+
+class _StoreUnavailable(Exception):
+    """The store could not be reached; the batch goes back to the bus."""
+
+
+@dataclass
+class _Pending:
+    message: Message | None
+    parsed: Parsed
+
+
+class Collector:
+    """Reads the metering queue into a store. ``run`` until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, store: Store, bus: KombuBus | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.bus = bus or KombuBus(settings.bus)
+        self.stats = CollectorStats()
+        self._secret = settings.metering_secret
+        self._batch_size = settings.collector.batch_size
+        self._batch_timeout = settings.collector.batch_timeout
+        self._prefetch = settings.collector.prefetch
+        self._pending: list[_Pending] = []
+        self._pending_samples = 0
+        self._oldest: float | None = None
+        self._last_delivery = time.monotonic()
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: tuple[Future[WriteResult], list[_Pending]] | None = None
+
+    # -- intake ------------------------------------------------------------
+
+    def _on_message(self, message: Message) -> None:
+        self._last_delivery = time.monotonic()
+        parsed = parse_body(message.body, self._secret)
+        self.add(parsed, message)
+
+    def add(self, parsed: Parsed, message: Message | None = None) -> None:
+        """Queue one read bus message for the next batch; flush when the batch is full."""
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+        self._pending.append(_Pending(message, parsed))
+        self._pending_samples += len(parsed.counters) + len(parsed.dead_letters)
+        if self._pending_samples >= self._batch_size or len(self._pending) >= self._prefetch:
+            self._submit()
+
+    def _due(self) -> bool:
+        return self._oldest is not None and (time.monotonic() - self._oldest >= self._batch_timeout)
+
+    # -- writing -----------------------------------------------------------
+
+    def flush(self) -> WriteResult | None:
+        """Write everything pending in one transaction, then acknowledge it.
+
+        Returns None when the store was unreachable and the messages were
+        handed back to the bus.
+        """
+        self._submit()
+        return self._settle()
+
+    def _submit(self) -> None:
+        # One batch is written in a writer thread while the next one is read:
+        # SQLite and psycopg release the GIL while they work. At most one batch
+        # is in flight, and its bus messages are acknowledged only once it has
+        # been committed.
+        if self._inflight is not None:
+            self._settle()
+        pending, self._pending = self._pending, []
+        self._pending_samples = 0
+        self._oldest = None
+        if not pending:
+            return
+        counters = [c for p in pending for c in p.parsed.counters]
+        dead = [d for p in pending for d in p.parsed.dead_letters]
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="collector-writer")
+        self._inflight = (self._writer.submit(self._write, counters, dead), pending)
+
+    def _settle(self) -> WriteResult | None:
+        """Wait for the batch in flight; acknowledge its messages or hand them back."""
+        if self._inflight is None:
+            return WriteResult(0, 0, 0)
+        future, pending = self._inflight
+        self._inflight = None
+        try:
+            result = future.result()
+        except _StoreUnavailable as exc:
+            LOG.warning("store unavailable, %d message(s) left on the bus: %s", len(pending), exc)
+            self._requeue(pending)
+            return None
+        for p in pending:
+            if p.message is not None:
+                p.message.ack()
+        self.stats.stored += result.stored
+        self.stats.duplicates += result.duplicates
+        self.stats.dead_letters += result.dead_letters
+        self.stats.batches += 1
+        if result.dead_letters:
+            LOG.warning("%d message(s) dead-lettered in this batch", result.dead_letters)
+        return result
+
+    def _write(self, counters: list[Counter], dead: list[DeadLetter]) -> WriteResult:
+        """Runs in the writer thread."""
+        try:
+            return self.store.write_batch(counters, dead)
+        except Exception as exc:
+            self.stats.store_errors += 1
+            if _transient(exc):
+                raise _StoreUnavailable(str(exc)) from exc
+            LOG.error("store refused a batch, writing its samples one by one: %s", exc)
+        try:
+            return self._write_isolated(counters, dead)
+        except Exception as exc:
+            raise _StoreUnavailable(str(exc)) from exc
+
+    def _write_isolated(self, counters: list[Counter], dead: list[DeadLetter]) -> WriteResult:
+        # Only reached when the store refused a batch for its content: find the
+        # samples it refuses and keep them as dead letters instead.
+        stored = duplicates = 0
+        dead = list(dead)
+        now = datetime.now(UTC)
+        for counter in counters:
+            try:
+                one = self.store.write_batch([counter], ())
+            except Exception as exc:
+                if _transient(exc):
+                    raise
+                dead.append(
+                    DeadLetter(
+                        f"store refused the sample: {type(exc).__name__}: {exc}"[:2000],
+                        _dump(counter_to_message(counter, self._secret)),
+                        now,
+                        counter.id,
+                    )
+                )
+                continue
+            stored += one.stored
+            duplicates += one.duplicates
+        result = self.store.write_batch([], dead)
+        return WriteResult(stored, duplicates, result.dead_letters)
+
+    def _requeue(self, pending: list[_Pending]) -> None:
+        for p in pending:
+            if p.message is not None:
+                try:
+                    p.message.requeue()
+                except Exception:
+                    LOG.debug(
+                        "could not requeue a message; the broker redelivers it", exc_info=True
+                    )
+        time.sleep(min(5.0, 0.5 * (1 + self.stats.store_errors % 10)))
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
+        """Consume until ``stop`` is set, then drain what is queued, flush and return."""
+        backoff = 1.0
+        while True:
+            try:
+                self._consume(stop, ready)
+                self._shutdown_writer()
+                return
+            except Exception as exc:  # the bus went away: reconnect, never die
+                self._forget_inflight()
+                if stop.is_set():
+                    LOG.warning("bus error while stopping: %s", exc)
+                    self._shutdown_writer()
+                    return
+                # Unacknowledged messages are redelivered by the broker.
+                self._pending.clear()
+                self._pending_samples = 0
+                self._oldest = None
+                LOG.error("bus connection lost (%s); reconnecting in %.0fs", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _consume(self, stop: threading.Event, ready: threading.Event | None) -> None:
+        with self.bus.connect() as connection:
+            connection.ensure_connection(max_retries=1)
+            with self.bus.consumer(connection, self._on_message, self._prefetch):
+                if ready is not None:
+                    ready.set()
+                LOG.info("collector consuming %s on %s", self.bus.queue.name, self.bus.safe_url)
+                while not stop.is_set():
+                    self._drain_once(connection, 0.1)
+                self._drain_after_stop(connection)
+                self.flush()
+
+    def _drain_once(self, connection: Any, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            connection.drain_events(timeout=timeout)
+        if self._inflight is not None and self._inflight[0].done():
+            self._settle()
+        if self._due():
+            self._submit()
+
+    def _forget_inflight(self) -> None:
+        # The channel is gone: the broker redelivers what was not acknowledged,
+        # and the store ignores what it already has.
+        if self._inflight is not None:
+            future, _pending = self._inflight
+            self._inflight = None
+            try:
+                future.result()
+            except Exception:
+                LOG.debug("batch in flight failed while the bus was lost", exc_info=True)
+
+    def _shutdown_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _drain_after_stop(self, connection: Any) -> None:
+        deadline = time.monotonic() + _DRAIN_LIMIT
+        self._last_delivery = time.monotonic()
+        while time.monotonic() < deadline:
+            self._drain_once(connection, 0.05)
+            if time.monotonic() - self._last_delivery >= _DRAIN_QUIET:
+                return

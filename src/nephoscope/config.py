@@ -1,0 +1,296 @@
+"""Configuration: one YAML file, validated at load, any key overridable by environment.
+
+``NEPHOSCOPE_BUS__URL=amqp://...`` overrides ``bus.url``: the prefix is
+``NEPHOSCOPE_`` and ``__`` separates nesting levels. Environment wins over the file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "ConfigError",
+    "Settings",
+    "data_dir",
+    "load_settings",
+]
+
+#: Environment variable naming the config file when ``--config`` is not given.
+CONFIG_ENV = "NEPHOSCOPE_CONFIG"
+DEFAULT_SECRET = "change this for valid signing"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the reason."""
+
+
+def data_dir() -> Path:
+    """Where the embedded store and agent state live unless configured otherwise."""
+    return platformdirs.user_data_path("nephoscope")
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BusSettings(Section):
+    """The message bus that carries meter messages from agents to collectors."""
+
+    #: kombu URL: ``memory://`` (in-process) or ``amqp://user:pass@host:5672//``.
+    url: str = "memory://"
+    #: Topic exchange that meter messages are published to (Ceilometer's control exchange).
+    exchange: str = "ceilometer"
+    #: Topic; messages go out with routing key ``<topic>.sample`` as oslo.messaging sends them.
+    topic: str = "metering"
+    #: oslo.messaging declares exchanges non-durable unless ``amqp_durable_queues`` is set.
+    durable_exchange: bool = False
+
+
+class PublisherSettings(Section):
+    #: Meter messages per bus message.
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+
+
+class CollectorSettings(Section):
+    #: Meter messages written per store transaction.
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    #: Seconds a partial batch may wait before it is written.
+    batch_timeout: float = Field(default=0.5, gt=0, le=60)
+    #: Unacknowledged bus messages a collector holds at once.
+    prefetch: int = Field(default=64, ge=1, le=65_535)
+
+
+class StoreSettings(Section):
+    #: SQLAlchemy URL; default a SQLite file under the user's data directory.
+    url: str = Field(default="", validate_default=True)
+    #: Run pending migrations when a store is opened.
+    auto_upgrade: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _default_url(cls, value: str) -> str:
+        return value or f"sqlite:///{data_dir() / 'nephoscope.db'}"
+
+
+class PollingSource(Section):
+    """One ``sources:`` entry of a Ceilometer-style ``polling.yaml``."""
+
+    name: str = Field(min_length=1)
+    #: Seconds between cycles.
+    interval: float = Field(gt=0)
+    #: Meter names; shell wildcards allowed; ``!pattern`` excludes.
+    meters: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+
+    @field_validator("meters")
+    @classmethod
+    def _no_empty(cls, meters: list[str]) -> list[str]:
+        for meter in meters:
+            if not meter or meter == "!":
+                raise ValueError("a meter pattern cannot be empty")
+        return meters
+
+
+PollNamespace = Literal["host", "compute", "central"]
+
+
+def _host_only() -> list[PollNamespace]:
+    return ["host"]
+
+
+class PollingSettings(Section):
+    #: Pollster namespaces this agent runs, without the ``nephoscope.poll.`` prefix.
+    namespaces: list[PollNamespace] = Field(default_factory=_host_only)
+    sources: list[PollingSource] = Field(
+        default_factory=lambda: [PollingSource(name="all", interval=60, meters=["*"])],
+        min_length=1,
+    )
+    #: A ``polling.yaml`` whose ``sources:`` replace the ones above.
+    file: Path | None = None
+    #: Most seconds a cycle's start is delayed past its aligned time, to spread agents.
+    max_jitter: float = Field(default=5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _load_file(self) -> PollingSettings:
+        if self.file is None:
+            return self
+        sources = _read_polling_file(self.file)
+        object.__setattr__(self, "sources", self._unique_names(sources))
+        return self
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[PollingSource]) -> list[PollingSource]:
+        names = [s.name for s in sources]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"source names must be unique: {', '.join(duplicated)}")
+        return sources
+
+
+class ApiSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8777, ge=1, le=65_535)
+
+
+class LibvirtSettings(Section):
+    uri: str = "qemu:///system"
+
+
+class ComputeSettings(Section):
+    #: Owner given to instances that carry no Nova metadata.
+    default_project: str | None = None
+    default_user: str | None = None
+
+
+class NotificationSettings(Section):
+    exchanges: list[str] = Field(
+        default_factory=lambda: ["nova", "cinder", "glance", "neutron", "openstack"]
+    )
+    topics: list[str] = Field(default_factory=lambda: ["notifications"])
+    #: Meter definition files (Ceilometer ``meters.yaml`` format).
+    definitions: list[Path] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    """Every key Nephoscope reads. Unknown keys are errors."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEPHOSCOPE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    #: Shared secret that signs meter messages (HMAC-SHA256, Ceilometer's scheme).
+    metering_secret: str = DEFAULT_SECRET
+    #: This host's name, used as the resource id of host meters.
+    host: str = Field(default_factory=socket.gethostname, min_length=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    bus: BusSettings = Field(default_factory=BusSettings)
+    publisher: PublisherSettings = Field(default_factory=PublisherSettings)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    polling: PollingSettings = Field(default_factory=PollingSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    libvirt: LibvirtSettings = Field(default_factory=LibvirtSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first so that it overrides what the file (init kwargs) says.
+        return (env_settings, init_settings)
+
+    @property
+    def uses_default_secret(self) -> bool:
+        return self.metering_secret == DEFAULT_SECRET
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}:{where}: not valid YAML: {problem}") from None
+
+
+def _read_polling_file(path: Path) -> list[PollingSource]:
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("sources"), list):
+        raise ValueError(f"{path}: must be a mapping with a 'sources' list")
+    unknown = set(data) - {"sources"}
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
+    sources: list[PollingSource] = []
+    for index, entry in enumerate(data["sources"]):
+        try:
+            sources.append(PollingSource.model_validate(entry))
+        except ValidationError as exc:
+            raise ValueError(f"{path}: sources[{index}]: {_describe(exc)}") from None
+    return sources
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(str(p) for p in error["loc"])
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        parts.append(f"{key}: {message}" if key else message)
+    return "; ".join(parts)
+
+
+def _unknown_environment() -> list[str]:
+    # pydantic-settings ignores NEPHOSCOPE_ variables that name no key; a typo
+    # there would silently change nothing, so it is an error like one in the file.
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    prefix = "NEPHOSCOPE_"
+    return sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith(prefix)
+        and name[len(prefix) :].upper().split("__")[0] not in known
+    )
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Load settings from ``path`` (or ``$NEPHOSCOPE_CONFIG``) and the environment.
+
+    Raises :class:`ConfigError` naming every bad key, ``; ``-separated.
+    A relative ``polling.file`` is taken from the config file's directory.
+    """
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or None
+    data: dict[str, Any] = {}
+    where = ""
+    if path is not None:
+        where = f"{path}: "
+        loaded = _read_yaml(Path(path))
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{where}the top level must be a mapping of keys")
+        data = loaded
+        polling = data.get("polling")
+        if isinstance(polling, dict) and isinstance(polling.get("file"), str):
+            polling_file = Path(polling["file"])
+            if not polling_file.is_absolute():
+                data["polling"] = {**polling, "file": str(Path(path).parent / polling_file)}
+    unknown = _unknown_environment()
+    if unknown:
+        raise ConfigError(f"environment: {', '.join(unknown)}: unknown key")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}{_describe(exc)}") from None
+    except SettingsError as exc:
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(f"environment: {exc}{cause}") from None

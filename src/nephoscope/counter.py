@@ -1,0 +1,120 @@
+"""The Counter: one measurement of one resource, as plugins produce it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+__all__ = [
+    "TYPES",
+    "TYPE_CUMULATIVE",
+    "TYPE_DELTA",
+    "TYPE_GAUGE",
+    "Counter",
+    "CounterType",
+    "InvalidCounter",
+]
+
+CounterType = Literal["cumulative", "gauge", "delta"]
+
+#: Grows since the resource began (CPU time); a drop means the counter was reset.
+TYPE_CUMULATIVE: Final = "cumulative"
+#: A level now (memory in use).
+TYPE_GAUGE: Final = "gauge"
+#: The amount since the previous sample.
+TYPE_DELTA: Final = "delta"
+TYPES: Final = frozenset({TYPE_CUMULATIVE, TYPE_GAUGE, TYPE_DELTA})
+
+
+class InvalidCounter(ValueError):
+    """A Counter field has a value that cannot be metered."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """An immutable measurement; invalid values are refused when it is built.
+
+    ``id`` is the message id, given by the publisher when the counter is sent.
+    ``timestamp`` must be timezone-aware and is kept in UTC.
+    """
+
+    name: str
+    type: CounterType
+    unit: str
+    volume: int | float
+    user_id: str | None
+    project_id: str | None
+    resource_id: str
+    timestamp: datetime
+    resource_metadata: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "openstack"
+    id: str | None = None
+
+    def __post_init__(self) -> None:
+        # Built for every sample on both sides of the bus: exact-type checks
+        # first, the general isinstance only for the unusual case.
+        name = self.name
+        if not (type(name) is str or isinstance(name, str)) or not name:
+            raise InvalidCounter("name", "must be a non-empty string")
+        if self.type not in TYPES:
+            raise InvalidCounter("type", f"{self.type!r} is not one of cumulative, gauge, delta")
+        if not isinstance(self.unit, str):
+            raise InvalidCounter("unit", "must be a string")
+        volume = self.volume
+        kind = type(volume)
+        if (
+            kind is not int
+            and kind is not float
+            and (isinstance(volume, bool) or not isinstance(volume, (int, float)))
+        ):
+            raise InvalidCounter("volume", f"{volume!r} is not a number")
+        if isinstance(volume, float) and not math.isfinite(volume):
+            raise InvalidCounter("volume", f"{volume!r} is not a finite number")
+        resource_id = self.resource_id
+        if not isinstance(resource_id, str) or not resource_id:
+            raise InvalidCounter("resource_id", "must be a non-empty string")
+        user_id, project_id = self.user_id, self.project_id
+        if user_id is not None and not isinstance(user_id, str):
+            raise InvalidCounter("user_id", "must be a string or None")
+        if project_id is not None and not isinstance(project_id, str):
+            raise InvalidCounter("project_id", "must be a string or None")
+        ts = self.timestamp
+        if not isinstance(ts, datetime):
+            raise InvalidCounter("timestamp", f"{ts!r} is not a datetime")
+        if ts.tzinfo is not UTC:
+            if ts.utcoffset() is None:
+                raise InvalidCounter("timestamp", "must be timezone-aware (naive datetime given)")
+            object.__setattr__(self, "timestamp", ts.astimezone(UTC))
+        if not isinstance(self.resource_metadata, Mapping):
+            raise InvalidCounter("resource_metadata", "must be a mapping")
+        source = self.source
+        if not isinstance(source, str) or not source:
+            raise InvalidCounter("source", "must be a non-empty string")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counter's fields as JSON-ready values (timestamp in ISO 8601)."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "unit": self.unit,
+            "volume": self.volume,
+            "user_id": self.user_id,
+            "project_id": self.project_id,
+            "resource_id": self.resource_id,
+            "timestamp": self.timestamp.isoformat(),
+            "resource_metadata": dict(self.resource_metadata),
+            "source": self.source,
+            "id": self.id,
+        }
+
+    def with_id(self, message_id: str) -> Counter:
+        """Return a copy carrying ``message_id``."""
+        return replace(self, id=message_id)

@@ -1,0 +1,1 @@
+"""Meter messages on the bus: their wire format, signing, publishing and transport."""

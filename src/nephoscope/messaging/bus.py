@@ -1,0 +1,141 @@
+"""The message bus, through kombu: ``memory://`` in-process, ``amqp://`` for RabbitMQ.
+
+Both go through the same code, so moving from the embedded bus to RabbitMQ is a
+change of ``bus.url``. Meter messages travel as Ceilometer's ``notifier://``
+publisher sends them: an oslo.messaging v2 notification with event type
+``metering``, priority ``SAMPLE``, its payload a list of meter messages, on a
+topic exchange with routing key ``<topic>.sample``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+from kombu.message import Message
+from kombu.messaging import Consumer, Producer
+
+from nephoscope.config import BusSettings
+from nephoscope.messaging.envelope import encode_notification
+from nephoscope.messaging.meter import METERING_EVENT_TYPE, METERING_PRIORITY
+
+__all__ = ["KombuBus", "PublishError"]
+
+LOG = logging.getLogger(__name__)
+
+# The virtual transports (memory://) poll their queues; the default of one
+# second would add up to a second of latency to every batch.
+_POLLING_INTERVAL = 0.02
+
+
+class PublishError(Exception):
+    """The bus did not take a batch."""
+
+
+class KombuBus:
+    """One bus endpoint: declares the metering exchange and queue, sends and consumes."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self.exchange = Exchange(
+            settings.exchange,
+            type="topic",
+            durable=settings.durable_exchange,
+            auto_delete=False,
+        )
+        self.routing_key = f"{settings.topic}.sample"
+        self.queue = Queue(
+            self.routing_key,
+            exchange=self.exchange,
+            routing_key=self.routing_key,
+            durable=True,
+            auto_delete=False,
+        )
+        self.publisher_id = f"nephoscope.agent.{socket.gethostname()}"
+        self._connection: Connection | None = None
+        self._producer: Producer | None = None
+
+    def connect(self) -> Connection:
+        """A new connection; each thread that uses the bus needs its own."""
+        return Connection(
+            self.settings.url,
+            transport_options={"polling_interval": _POLLING_INTERVAL, "confirm_publish": True},
+            connect_timeout=5,
+        )
+
+    def _ensure_producer(self) -> Producer:
+        if self._producer is None:
+            self._connection = self.connect()
+            self._producer = Producer(self._connection.default_channel)
+        return self._producer
+
+    def send(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Publish meter messages as one notification; raise :class:`PublishError` on failure."""
+        body = encode_notification(
+            list(messages),
+            event_type=METERING_EVENT_TYPE,
+            priority=METERING_PRIORITY,
+            publisher_id=self.publisher_id,
+        )
+        self.publish_raw(body)
+
+    def publish_raw(self, body: bytes) -> None:
+        """Publish an already serialised body to the metering queue."""
+        try:
+            producer = self._ensure_producer()
+            producer.publish(
+                body,
+                exchange=self.exchange,
+                routing_key=self.routing_key,
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                declare=[self.queue],
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )
+        except Exception as exc:
+            self.close()
+            raise PublishError(f"{self.safe_url}: {type(exc).__name__}: {exc}") from exc
+
+    def consumer(
+        self, connection: Connection, on_message: Callable[[Message], None], prefetch: int
+    ) -> Consumer:
+        """A consumer of the metering queue handing raw messages to ``on_message``.
+
+        Messages are acknowledged by the caller, after it has stored them.
+        """
+        return Consumer(
+            connection.channel(),
+            queues=[self.queue],
+            on_message=on_message,
+            no_ack=False,
+            auto_declare=True,
+            prefetch_count=prefetch,
+        )
+
+    def queue_depth(self) -> int:
+        """Messages waiting in the metering queue."""
+        with self.connect() as connection:
+            bound = self.queue.bind(connection.default_channel)
+            bound.declare()
+            result = bound.queue_declare(passive=True)
+            return int(result.message_count)
+
+    @property
+    def safe_url(self) -> str:
+        """The bus URL without its password, for logs."""
+        return str(Connection(self.settings.url).as_uri())
+
+    def close(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # closing a broken connection must not hide the first error
+                LOG.debug("error closing bus connection", exc_info=True)
+        self._connection = None
+        self._producer = None

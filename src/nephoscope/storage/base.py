@@ -1,0 +1,172 @@
+"""What every store driver offers: the records it takes and gives, and its interface."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from nephoscope.counter import Counter
+
+__all__ = [
+    "DeadLetter",
+    "MeterInfo",
+    "ResourceInfo",
+    "SampleFilter",
+    "Statistic",
+    "Store",
+    "StoreStatus",
+    "StoredDeadLetter",
+    "StoredSample",
+    "WriteResult",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the collector could not store, kept with its reason and raw body."""
+
+    reason: str
+    body: bytes
+    received_at: datetime
+    message_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one ``write_batch`` did."""
+
+    stored: int
+    duplicates: int
+    dead_letters: int
+
+
+@dataclass(frozen=True, slots=True)
+class SampleFilter:
+    """Which samples a query is about. ``since`` is inclusive, ``until`` exclusive."""
+
+    meter: str | None = None
+    resource_id: str | None = None
+    project_id: str | None = None
+    user_id: str | None = None
+    source: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSample:
+    message_id: str
+    name: str
+    type: str
+    unit: str
+    volume: float
+    user_id: str | None
+    project_id: str | None
+    resource_id: str
+    timestamp: datetime
+    recorded_at: datetime
+    resource_metadata: Mapping[str, Any]
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInfo:
+    """A meter as seen on one resource (Ceilometer's ``/v2/meters`` row)."""
+
+    name: str
+    type: str
+    unit: str
+    resource_id: str
+    user_id: str | None
+    project_id: str | None
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceInfo:
+    resource_id: str
+    user_id: str | None
+    project_id: str | None
+    source: str
+    first_sample_timestamp: datetime
+    last_sample_timestamp: datetime
+    metadata: Mapping[str, Any]
+    meters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Statistic:
+    """Aggregates of one meter over one period (the whole range when no period is asked)."""
+
+    unit: str
+    count: int
+    min: float
+    max: float
+    sum: float
+    avg: float
+    #: First and last sample timestamps inside the period.
+    duration_start: datetime
+    duration_end: datetime
+    period: int = 0
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    groupby: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    id: int
+    received_at: datetime
+    reason: str
+    body: bytes
+    message_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    url: str
+    samples: int
+    resources: int
+    dead_letters: int
+    last_sample_timestamp: datetime | None
+    last_recorded_at: datetime | None
+    schema_revision: str | None
+
+
+class Store(Protocol):
+    """A store driver. Drivers are entry points in ``nephoscope.storage`` named by URL scheme."""
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration."""
+
+    def write_batch(
+        self, samples: Sequence[Counter], dead_letters: Sequence[DeadLetter] = ()
+    ) -> WriteResult:
+        """Store samples (each with its ``id``) and dead letters in one transaction.
+
+        A sample whose message id is stored already, or repeated in the batch, is
+        counted as a duplicate and not stored again.
+        """
+
+    def samples(self, query: SampleFilter, limit: int | None = 100) -> list[StoredSample]:
+        """Samples matching ``query``, newest first."""
+
+    def meters(self, query: SampleFilter) -> list[MeterInfo]:
+        """Distinct meter/resource pairs matching ``query``."""
+
+    def resources(self, query: SampleFilter) -> list[ResourceInfo]:
+        """Resources with samples matching ``query``."""
+
+    def statistics(self, query: SampleFilter, period: int | None = None) -> list[Statistic]:
+        """count/min/max/sum/avg of ``query.meter`` per ``period`` seconds (or over the range)."""
+
+    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
+        """The newest dead letters."""
+
+    def status(self) -> StoreStatus:
+        """Counts and freshness, for ``nephoscope status``."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,891 @@
+"""SQLStore: samples on SQLite (embedded) or PostgreSQL (shared), through SQLAlchemy Core.
+
+The write path is built for collectors: one transaction per batch, duplicates
+dropped by message id (in the batch, against the store, and by the database's
+unique index when two collectors race), and the strings and metadata that repeat
+on every sample resolved from in-process caches instead of queries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+
+import orjson
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from nephoscope.config import StoreSettings
+from nephoscope.counter import Counter
+from nephoscope.storage import StoreError
+from nephoscope.storage import schema as tables
+from nephoscope.storage.base import (
+    DeadLetter,
+    MeterInfo,
+    ResourceInfo,
+    SampleFilter,
+    Statistic,
+    StoredDeadLetter,
+    StoredSample,
+    StoreStatus,
+    WriteResult,
+)
+
+if TYPE_CHECKING:
+    from nephoscope.storage.base import Store
+
+__all__ = [
+    "SQLStore",
+    "canonical_json",
+    "decode_message_id",
+    "encode_message_id",
+    "encode_message_ids",
+    "from_micros",
+    "to_micros",
+]
+
+MIGRATIONS: Final = Path(__file__).resolve().parent / "migrations"
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+_UUID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: Milliseconds a SQLite writer waits for another one (a second collector) to commit.
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+#: Set on every SQLite connection, in this order (page_size only takes on a new file).
+SQLITE_PRAGMAS: Final = (
+    f"busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}",
+    "page_size = 4096",
+    "journal_mode = WAL",
+    # Billing data: a committed batch must survive a power cut, so fsync each
+    # commit (NORMAL in WAL mode may lose the last commits).
+    "synchronous = FULL",
+    "foreign_keys = ON",
+    # The message-id index takes random inserts all over; keep its pages in memory.
+    "cache_size = -65536",
+    # Each batch dirties a page per series and per message id (~2,000 pages), so the
+    # default checkpoint at 1,000 pages would copy the WAL back after every commit;
+    # at 10,000 a page rewritten by several batches is copied back once.
+    "wal_autocheckpoint = 10000",
+    # ...and the WAL file is cut back after a checkpoint instead of staying at its peak.
+    "journal_size_limit = 67108864",
+)
+#: Series and metadata ids remembered per store; past this the oldest are forgotten.
+CACHE_LIMIT: Final = 100_000
+#: An arbitrary constant: the PostgreSQL advisory lock held while migrating.
+_MIGRATION_LOCK: Final = 0x6E6570686F
+#: Execution option that makes a SQLite transaction take the write lock at BEGIN.
+_WRITE_OPTION: Final = "nephoscope_write"
+
+K = TypeVar("K", bound=Hashable)
+SeriesKey = tuple[str, str, str, str, str | None, str | None, str]
+
+
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is taken to be UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // _ONE_US
+
+
+def from_micros(micros: int) -> datetime:
+    """The timezone-aware UTC datetime ``micros`` microseconds after the epoch."""
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def encode_message_id(message_id: str) -> bytes:
+    """The compact, reversible storage form of a message id.
+
+    A canonical UUID string (what ``str(uuid.UUID(...))`` gives) becomes its 16
+    bytes. Anything else becomes a marker byte and its UTF-8 text: ``b"\\x00"``,
+    or ``b"\\x01\\x01"`` when that would make exactly 16 bytes, so no other id
+    can ever look like a UUID.
+    """
+    if len(message_id) == 36 and _UUID_RE.fullmatch(message_id):
+        return bytes.fromhex(message_id.replace("-", ""))
+    text = message_id.encode("utf-8")
+    return (b"\x01\x01" if len(text) == 15 else b"\x00") + text
+
+
+def encode_message_ids(message_ids: Iterable[str]) -> list[bytes]:
+    """:func:`encode_message_id` over many ids, quicker than one call per id."""
+    fullmatch = _UUID_RE.fullmatch
+    fromhex = bytes.fromhex
+    return [
+        fromhex(mid.replace("-", "")) if fullmatch(mid) else encode_message_id(mid)
+        for mid in message_ids
+    ]
+
+
+def decode_message_id(raw: bytes) -> str:
+    """The message id that :func:`encode_message_id` turned into ``raw``."""
+    if len(raw) == 16:
+        return str(uuid.UUID(bytes=bytes(raw)))
+    return bytes(raw[1 if raw[0] == 0 else 2 :]).decode("utf-8")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    return str(value)
+
+
+_JSON_OPTIONS: Final = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def canonical_json(document: Mapping[str, Any]) -> bytes:
+    """``document`` as JSON with sorted keys, so equal metadata gives equal bytes.
+
+    Values JSON lacks (sets, datetimes, objects) are written as lists or strings.
+    """
+    try:
+        return orjson.dumps(document, default=_json_default, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        # orjson refuses integers wider than 64 bits; the standard library does not.
+        text = json.dumps(document, default=_json_default, sort_keys=True, separators=(",", ":"))
+        return text.encode("utf-8")
+
+
+def _canonical_bodies(counters: Iterable[Counter]) -> list[bytes]:
+    dumps = orjson.dumps
+    try:
+        return [
+            dumps(c.resource_metadata, default=_json_default, option=_JSON_OPTIONS)
+            for c in counters
+        ]
+    except orjson.JSONEncodeError:
+        return [canonical_json(c.resource_metadata) for c in counters]
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _chunks(items: list[K], size: int) -> Iterator[list[K]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _Cache(dict[K, int]):
+    """Key -> row id, forgetting the oldest entries past ``limit``.
+
+    Readers use plain ``dict.get`` without locking; ``publish`` is locked so that
+    two threads sharing a store never evict while the other updates.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self._lock = threading.Lock()
+
+    def publish(self, entries: Mapping[K, int]) -> None:
+        if not entries:
+            return
+        with self._lock:
+            self.update(entries)
+            if len(self) > self.limit:
+                # Forget a tenth at once, so that a full cache is not trimmed every batch.
+                excess = len(self) - self.limit + self.limit // 10
+                for key in list(itertools.islice(self, excess)):
+                    del self[key]
+
+
+class SQLStore:
+    """A :class:`~nephoscope.storage.base.Store` on SQLite or PostgreSQL.
+
+    Safe to share between threads; two stores (two collectors) may write to one
+    database at once.
+    """
+
+    def __init__(self, settings: StoreSettings) -> None:
+        try:
+            self.url = sa.make_url(settings.url)
+            self.engine = _create_engine(self.url)
+        except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
+            # A malformed URL or a database driver that is not installed: say so plainly.
+            raise StoreError(f"cannot open the store: {exc}") from exc
+        self.dialect_name: str = self.engine.dialect.name
+        # SQLite transactions that write take the lock at BEGIN (see _create_engine).
+        self._writer = self.engine.execution_options(**{_WRITE_OPTION: True})
+        if self.dialect_name == "sqlite":
+            self._insert: Callable[[sa.Table], Any] = sqlite_dialect.insert
+            # SQLite before 3.32 allowed only 999 bound parameters per statement.
+            self._in_chunk = 999 if sqlite3.sqlite_version_info < (3, 32) else 5000
+        else:
+            self._insert = postgresql.insert
+            self._in_chunk = 5000
+        self._series_ids: _Cache[SeriesKey] = _Cache(CACHE_LIMIT)
+        self._metadata_ids: _Cache[bytes] = _Cache(CACHE_LIMIT)
+        self._positional: bool = self.engine.dialect.positional
+        self._select_stored: dict[int, str] = {}
+        self._upsert_resources_stmt = self._build_resources_upsert()
+        self._insert_samples = _InsertMany(
+            self.engine.dialect,
+            self._insert(tables.samples).on_conflict_do_nothing(),
+            tables.samples,
+            ("timestamp", "volume", "batch_id", "series_id", "metadata_id", "message_id"),
+        )
+
+    # -- schema -------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration, in one transaction."""
+        config = Config()
+        # The config is an INI parser: a literal % in the path would be read as interpolation.
+        config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+        with self._writer.begin() as conn:
+            if self.dialect_name == "postgresql":
+                # Two services starting together must not both create the tables.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    # -- writing ------------------------------------------------------------------------
+
+    def write_batch(
+        self, samples: Sequence[Counter], dead_letters: Sequence[DeadLetter] = ()
+    ) -> WriteResult:
+        """Store new samples and the dead letters in one transaction.
+
+        Raises ValueError, before touching the database, if a sample has no ``id``.
+        """
+        message_ids = [counter.id for counter in samples]
+        if None in message_ids:
+            counter = samples[message_ids.index(None)]
+            raise ValueError(f"sample {counter.name} of {counter.resource_id} has no message id")
+        keys = encode_message_ids(cast("list[str]", message_ids))  # no None: checked above
+        unique = dict(zip(keys, samples, strict=True))
+        if len(unique) != len(samples):
+            # Repeats inside the batch: keep each id's first sample, in batch order.
+            unique = {}
+            for key, counter in zip(keys, samples, strict=True):
+                unique.setdefault(key, counter)
+
+        new_series: dict[SeriesKey, int] = {}
+        new_metadata: dict[bytes, int] = {}
+        stored = 0
+        with self._writer.begin() as conn:
+            if unique:
+                for key in self._stored_keys(conn, list(unique)):
+                    del unique[key]
+            if unique:
+                stored = self._write_samples(conn, unique, new_series, new_metadata)
+            if dead_letters:
+                self._write_dead_letters(conn, dead_letters)
+        # Ids become visible to other batches only once their rows are committed.
+        self._series_ids.publish(new_series)
+        self._metadata_ids.publish(new_metadata)
+        return WriteResult(
+            stored=stored,
+            duplicates=len(samples) - stored,
+            dead_letters=len(dead_letters),
+        )
+
+    def _stored_keys(self, conn: sa.Connection, keys: list[bytes]) -> set[bytes]:
+        """Which of ``keys`` (encoded message ids) are stored already."""
+        found: set[bytes] = set()
+        for chunk in _chunks(keys, self._in_chunk):
+            if self._positional:
+                # Padded to a power of two (repeats are harmless in IN) so that a
+                # handful of SQL strings serve every batch size.
+                size = 1 << (len(chunk) - 1).bit_length()
+                params = (*chunk, *([chunk[-1]] * (size - len(chunk))))
+                rows = conn.exec_driver_sql(self._select_stored_sql(size), params)
+            else:
+                query = sa.select(tables.samples.c.message_id).where(
+                    tables.samples.c.message_id.in_(chunk)
+                )
+                rows = conn.execute(query)
+            found.update(bytes(raw) for (raw,) in rows)
+        return found
+
+    def _select_stored_sql(self, size: int) -> str:
+        sql = self._select_stored.get(size)
+        if sql is None:
+            query = sa.select(tables.samples.c.message_id).where(
+                tables.samples.c.message_id.in_([b""] * size)
+            )
+            compiled = query.compile(
+                dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            sql = self._select_stored[size] = str(compiled)
+        return sql
+
+    def _write_samples(
+        self,
+        conn: sa.Connection,
+        unique: dict[bytes, Counter],
+        new_series: dict[SeriesKey, int],
+        new_metadata: dict[bytes, int],
+    ) -> int:
+        if self.dialect_name == "postgresql":
+            # Unique keys in one order in every writer: concurrent PostgreSQL
+            # transactions then take row locks in one order and cannot deadlock.
+            # (SQLite writers take the whole database in turn; no need there.)
+            unique = dict(sorted(unique.items()))
+        counters = list(unique.values())
+        series_keys: list[SeriesKey] = [
+            (c.name, c.type, c.unit, c.resource_id, c.user_id, c.project_id, c.source)
+            for c in counters
+        ]
+        bodies = _canonical_bodies(counters)
+        series_ids = self._resolve(
+            conn, series_keys, self._series_ids, self._add_series, new_series
+        )
+        metadata_ids = self._resolve(
+            conn, bodies, self._metadata_ids, self._add_metadata, new_metadata
+        )
+        stamps = [(c.timestamp - EPOCH) // _ONE_US for c in counters]
+        batch_id = conn.execute(
+            tables.batches.insert()
+            .values(recorded_at=time.time_ns() // 1000)
+            .returning(tables.batches.c.id)
+        ).scalar_one()
+        rows = list(
+            zip(
+                stamps,
+                [float(c.volume) for c in counters],
+                itertools.repeat(batch_id),
+                series_ids,
+                metadata_ids,
+                unique,
+            )
+        )
+        stored = self._insert_samples.execute(conn, rows)
+        self._upsert_resources(conn, counters, stamps, metadata_ids)
+        return stored
+
+    @staticmethod
+    def _resolve(
+        conn: sa.Connection,
+        keys: list[K],
+        cache: _Cache[K],
+        add: Callable[[sa.Connection, set[K]], dict[K, int]],
+        new: dict[K, int],
+    ) -> list[int]:
+        """The row id of each of ``keys``: from ``cache``, else inserted or found by ``add``."""
+        ids = [cache.get(key) for key in keys]
+        if None not in ids:
+            return ids  # type: ignore[return-value]
+        added = add(conn, {key for key, row_id in zip(keys, ids, strict=True) if row_id is None})
+        new.update(added)
+        return [
+            added[key] if row_id is None else row_id for key, row_id in zip(keys, ids, strict=True)
+        ]
+
+    def _add_series(self, conn: sa.Connection, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
+        by_digest = {_digest(orjson.dumps(key)): key for key in keys}
+        digests = sorted(by_digest)
+        rows = [
+            dict(zip(_SERIES_COLUMNS, (digest, *by_digest[digest]), strict=True))
+            for digest in digests
+        ]
+        # DO NOTHING, then read back: another collector may have added the same series.
+        conn.execute(self._insert(tables.series).on_conflict_do_nothing(), rows)
+        ids: dict[SeriesKey, int] = {}
+        for chunk in _chunks(digests, self._in_chunk):
+            query = sa.select(tables.series.c.key, tables.series.c.id).where(
+                tables.series.c.key.in_(chunk)
+            )
+            for digest, row_id in conn.execute(query):
+                ids[by_digest[bytes(digest)]] = row_id
+        return ids
+
+    def _add_metadata(self, conn: sa.Connection, bodies: set[bytes]) -> dict[bytes, int]:
+        by_digest = {_digest(body): body for body in bodies}
+        digests = sorted(by_digest)
+        rows = [{"digest": d, "body": by_digest[d].decode("utf-8")} for d in digests]
+        conn.execute(self._insert(tables.metadata_bodies).on_conflict_do_nothing(), rows)
+        ids: dict[bytes, int] = {}
+        for chunk in _chunks(digests, self._in_chunk):
+            query = sa.select(tables.metadata_bodies.c.digest, tables.metadata_bodies.c.id).where(
+                tables.metadata_bodies.c.digest.in_(chunk)
+            )
+            for digest, row_id in conn.execute(query):
+                ids[by_digest[bytes(digest)]] = row_id
+        return ids
+
+    def _upsert_resources(
+        self,
+        conn: sa.Connection,
+        counters: list[Counter],
+        stamps: list[int],
+        metadata_ids: list[int],
+    ) -> None:
+        """Widen each resource's first/last seen; take owner and metadata from its newest sample."""
+        resource_ids = [c.resource_id for c in counters]
+        # Walking samples oldest first, a dict keeps each resource's newest index;
+        # walking them newest first, its oldest. (sorted() is stable: on equal
+        # timestamps the later sample in the batch counts as the newer.)
+        order = sorted(range(len(counters)), key=stamps.__getitem__)
+        newest = {resource_ids[i]: i for i in order}
+        first = {resource_ids[i]: stamps[i] for i in reversed(order)}
+        rows = []
+        for resource_id, i in sorted(newest.items()):
+            counter = counters[i]
+            rows.append(
+                {
+                    "resource_id": resource_id,
+                    "first_seen": first[resource_id],
+                    "last_seen": stamps[i],
+                    "user_id": counter.user_id,
+                    "project_id": counter.project_id,
+                    "source": counter.source,
+                    "metadata_id": metadata_ids[i],
+                }
+            )
+        conn.execute(self._upsert_resources_stmt, rows)
+
+    def _build_resources_upsert(self) -> Any:
+        insert = self._insert(tables.resources)
+        new = insert.excluded
+        newer = new.last_seen >= tables.resources.c.last_seen
+
+        def newest(name: str) -> sa.ColumnElement[Any]:
+            return sa.case((newer, new[name]), else_=tables.resources.c[name])
+
+        return insert.on_conflict_do_update(
+            index_elements=[tables.resources.c.resource_id],
+            set_={
+                "first_seen": sa.case(
+                    (new.first_seen < tables.resources.c.first_seen, new.first_seen),
+                    else_=tables.resources.c.first_seen,
+                ),
+                "last_seen": sa.case((newer, new.last_seen), else_=tables.resources.c.last_seen),
+                "user_id": newest("user_id"),
+                "project_id": newest("project_id"),
+                "source": newest("source"),
+                "metadata_id": newest("metadata_id"),
+            },
+        )
+
+    def _write_dead_letters(self, conn: sa.Connection, letters: Sequence[DeadLetter]) -> None:
+        rows = [
+            {
+                "received_at": to_micros(letter.received_at),
+                "reason": letter.reason,
+                "message_id": letter.message_id,
+                "body": bytes(letter.body),
+            }
+            for letter in letters
+        ]
+        conn.execute(tables.dead_letters.insert(), rows)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def samples(self, query: SampleFilter, limit: int | None = 100) -> list[StoredSample]:
+        """Samples matching ``query``, newest first; ``limit=None`` returns all."""
+        stmt = (
+            sa.select(
+                tables.samples.c.message_id,
+                tables.series.c.name,
+                tables.series.c.type,
+                tables.series.c.unit,
+                tables.samples.c.volume,
+                tables.series.c.user_id,
+                tables.series.c.project_id,
+                tables.series.c.resource_id,
+                tables.samples.c.timestamp,
+                tables.batches.c.recorded_at,
+                tables.metadata_bodies.c.body,
+                tables.series.c.source,
+            )
+            .select_from(
+                tables.samples.join(tables.series, tables.series.c.id == tables.samples.c.series_id)
+                .join(tables.batches, tables.batches.c.id == tables.samples.c.batch_id)
+                .join(
+                    tables.metadata_bodies,
+                    tables.metadata_bodies.c.id == tables.samples.c.metadata_id,
+                )
+            )
+            .where(*_series_conditions(query), *_time_conditions(query))
+            .order_by(tables.samples.c.timestamp.desc(), tables.samples.c.id.desc())
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            StoredSample(
+                message_id=decode_message_id(message_id),
+                name=name,
+                type=type_,
+                unit=unit,
+                volume=volume,
+                user_id=user_id,
+                project_id=project_id,
+                resource_id=resource_id,
+                timestamp=from_micros(stamp),
+                recorded_at=from_micros(recorded_at),
+                resource_metadata=orjson.loads(body),
+                source=source,
+            )
+            for (
+                message_id,
+                name,
+                type_,
+                unit,
+                volume,
+                user_id,
+                project_id,
+                resource_id,
+                stamp,
+                recorded_at,
+                body,
+                source,
+            ) in rows
+        ]
+
+    def meters(self, query: SampleFilter) -> list[MeterInfo]:
+        """Each meter on each resource (one per owner) with samples matching ``query``."""
+        stmt = sa.select(
+            tables.series.c.name,
+            tables.series.c.type,
+            tables.series.c.unit,
+            tables.series.c.resource_id,
+            tables.series.c.user_id,
+            tables.series.c.project_id,
+            tables.series.c.source,
+        ).where(*_series_conditions(query), _has_samples(query))
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        found = {MeterInfo(*row) for row in rows}
+        # Sorted here, not in SQL, so both databases give one order whatever their collation.
+        return sorted(
+            found,
+            key=lambda m: (
+                m.name,
+                m.resource_id,
+                _none_first(m.user_id),
+                _none_first(m.project_id),
+                m.source,
+                m.type,
+                m.unit,
+            ),
+        )
+
+    def resources(self, query: SampleFilter) -> list[ResourceInfo]:
+        """Resources having a meter with samples matching ``query``.
+
+        Owner and metadata are those of the resource's newest sample; ``meters``
+        lists the resource's meters that match ``query``.
+        """
+        stmt = (
+            sa.select(
+                tables.resources.c.resource_id,
+                tables.resources.c.user_id,
+                tables.resources.c.project_id,
+                tables.resources.c.source,
+                tables.resources.c.first_seen,
+                tables.resources.c.last_seen,
+                tables.metadata_bodies.c.body,
+                tables.series.c.name,
+            )
+            .select_from(
+                tables.series.join(
+                    tables.resources, tables.resources.c.resource_id == tables.series.c.resource_id
+                ).join(
+                    tables.metadata_bodies,
+                    tables.metadata_bodies.c.id == tables.resources.c.metadata_id,
+                )
+            )
+            .where(*_series_conditions(query), _has_samples(query))
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        rows_by_resource: dict[str, Any] = {}
+        names: dict[str, set[str]] = {}
+        for row in rows:
+            rows_by_resource[row.resource_id] = row
+            names.setdefault(row.resource_id, set()).add(row.name)
+        return [
+            ResourceInfo(
+                resource_id=resource_id,
+                user_id=row.user_id,
+                project_id=row.project_id,
+                source=row.source,
+                first_sample_timestamp=from_micros(row.first_seen),
+                last_sample_timestamp=from_micros(row.last_seen),
+                metadata=orjson.loads(row.body),
+                meters=tuple(sorted(names[resource_id])),
+            )
+            for resource_id, row in sorted(rows_by_resource.items())
+        ]
+
+    def statistics(self, query: SampleFilter, period: int | None = None) -> list[Statistic]:
+        """count/min/max/sum/avg of ``query.meter``, per unit, over ``period``-second buckets.
+
+        Buckets start at ``query.since`` or else at the first matching sample; only
+        buckets holding samples are returned, oldest first. Without a period there
+        is one bucket spanning the first to the last sample, as in Ceilometer.
+        """
+        if query.meter is None:
+            raise ValueError("statistics needs a meter")
+        if period is not None and period <= 0:
+            raise ValueError(f"period must be a positive number of seconds, not {period}")
+        source = tables.samples.join(
+            tables.series, tables.series.c.id == tables.samples.c.series_id
+        )
+        conditions = [*_series_conditions(query), *_time_conditions(query)]
+        aggregates = (
+            sa.func.count(tables.samples.c.id),
+            sa.func.min(tables.samples.c.volume),
+            sa.func.max(tables.samples.c.volume),
+            sa.func.sum(tables.samples.c.volume),
+            sa.func.avg(tables.samples.c.volume),
+            sa.func.min(tables.samples.c.timestamp),
+            sa.func.max(tables.samples.c.timestamp),
+        )
+        with self.engine.connect() as conn:
+            if not period:
+                stmt = (
+                    sa.select(tables.series.c.unit, sa.literal(0), *aggregates)
+                    .select_from(source)
+                    .where(*conditions)
+                    .group_by(tables.series.c.unit)
+                )
+                rows = conn.execute(stmt).all()
+                start = 0
+            else:
+                if query.since is not None:
+                    start = to_micros(query.since)
+                else:
+                    first = conn.execute(
+                        sa.select(sa.func.min(tables.samples.c.timestamp))
+                        .select_from(source)
+                        .where(*conditions)
+                    ).scalar()
+                    if first is None:
+                        return []
+                    start = int(first)
+                bucket = (tables.samples.c.timestamp - start) // (period * 1_000_000)
+                stmt = (
+                    sa.select(tables.series.c.unit, bucket, *aggregates)
+                    .select_from(source)
+                    .where(*conditions)
+                    .group_by(tables.series.c.unit, bucket)
+                )
+                rows = conn.execute(stmt).all()
+        stats = []
+        for unit, index, count, low, high, total, mean, first_us, last_us in sorted(
+            rows, key=lambda r: (r[1], r[0])
+        ):
+            if not count:
+                continue
+            first_at, last_at = from_micros(first_us), from_micros(last_us)
+            if period:
+                period_start = from_micros(start + int(index) * period * 1_000_000)
+                period_end = period_start + timedelta(seconds=period)
+            else:
+                period_start, period_end = first_at, last_at
+            stats.append(
+                Statistic(
+                    unit=unit,
+                    count=int(count),
+                    min=float(low),
+                    max=float(high),
+                    sum=float(total),
+                    avg=float(mean),
+                    duration_start=first_at,
+                    duration_end=last_at,
+                    period=period or 0,
+                    period_start=period_start,
+                    period_end=period_end,
+                )
+            )
+        return stats
+
+    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
+        """The most recently received dead letters, newest first."""
+        stmt = (
+            sa.select(
+                tables.dead_letters.c.id,
+                tables.dead_letters.c.received_at,
+                tables.dead_letters.c.reason,
+                tables.dead_letters.c.body,
+                tables.dead_letters.c.message_id,
+            )
+            .order_by(tables.dead_letters.c.received_at.desc(), tables.dead_letters.c.id.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            StoredDeadLetter(
+                id=row_id,
+                received_at=from_micros(received_at),
+                reason=reason,
+                body=bytes(body),
+                message_id=message_id,
+            )
+            for row_id, received_at, reason, body, message_id in rows
+        ]
+
+    def status(self) -> StoreStatus:
+        """Row counts, the newest sample and batch times, and the schema revision."""
+        with self.engine.connect() as conn:
+            revision = MigrationContext.configure(conn).get_current_revision()
+            if revision is None and not sa.inspect(conn).has_table(tables.samples.name):
+                return StoreStatus(self._public_url(), 0, 0, 0, None, None, None)
+
+            def scalar(stmt: sa.Select[Any]) -> Any:
+                return conn.execute(stmt).scalar()
+
+            count = sa.func.count()
+            n_samples = scalar(sa.select(count).select_from(tables.samples))
+            n_resources = scalar(sa.select(count).select_from(tables.resources))
+            n_dead = scalar(sa.select(count).select_from(tables.dead_letters))
+            # resources.last_seen is the newest sample per resource: no scan of samples.
+            last_sample = scalar(sa.select(sa.func.max(tables.resources.c.last_seen)))
+            last_recorded = scalar(sa.select(sa.func.max(tables.batches.c.recorded_at)))
+        return StoreStatus(
+            url=self._public_url(),
+            samples=int(n_samples),
+            resources=int(n_resources),
+            dead_letters=int(n_dead),
+            last_sample_timestamp=None if last_sample is None else from_micros(last_sample),
+            last_recorded_at=None if last_recorded is None else from_micros(last_recorded),
+            schema_revision=revision,
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def _public_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+
+_SERIES_COLUMNS: Final = (
+    "key",
+    "name",
+    "type",
+    "unit",
+    "resource_id",
+    "user_id",
+    "project_id",
+    "source",
+)
+
+
+class _InsertMany:
+    """An INSERT ... ON CONFLICT DO NOTHING for many rows, counting the rows it stored.
+
+    With positional parameters (sqlite3) the statement is compiled once and the
+    tuples go straight to ``cursor.executemany``, skipping SQLAlchemy's per-row
+    parameter handling, which costs more than SQLite's own insert; sqlite3 sums
+    the rows each statement changed. Elsewhere (psycopg) SQLAlchemy batches the
+    rows into multi-row INSERTs and the stored ones are counted by RETURNING, as
+    the driver's rowcount for many rows is not reliable.
+    """
+
+    def __init__(
+        self, dialect: sa.Dialect, stmt: Any, table: sa.Table, columns: Sequence[str]
+    ) -> None:
+        self.columns = tuple(columns)
+        self.sql: str | None = None
+        # inline(): no implicit RETURNING of the new id, which executemany cannot take.
+        compiled = stmt.inline().compile(dialect=dialect, column_keys=list(columns))
+        if (
+            dialect.positional
+            and tuple(compiled.positiontup or ()) == self.columns
+            and "RETURNING" not in str(compiled)
+        ):
+            self.sql = str(compiled)
+        self.stmt = stmt.returning(*table.primary_key.columns)
+
+    def execute(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> int:
+        """Insert ``rows`` (tuples in ``columns`` order); return how many were stored."""
+        if not rows:
+            return 0
+        if self.sql is not None:
+            return int(conn.exec_driver_sql(self.sql, rows).rowcount)
+        columns = self.columns
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+        return len(conn.execute(self.stmt, params).all())
+
+
+def _none_first(value: str | None) -> tuple[bool, str]:
+    return (value is not None, value or "")
+
+
+def _series_conditions(query: SampleFilter) -> list[sa.ColumnElement[bool]]:
+    conditions = []
+    for column, value in (
+        (tables.series.c.name, query.meter),
+        (tables.series.c.resource_id, query.resource_id),
+        (tables.series.c.project_id, query.project_id),
+        (tables.series.c.user_id, query.user_id),
+        (tables.series.c.source, query.source),
+    ):
+        if value is not None:
+            conditions.append(column == value)
+    return conditions
+
+
+def _time_conditions(query: SampleFilter) -> list[sa.ColumnElement[bool]]:
+    conditions = []
+    if query.since is not None:
+        conditions.append(tables.samples.c.timestamp >= to_micros(query.since))
+    if query.until is not None:
+        conditions.append(tables.samples.c.timestamp < to_micros(query.until))
+    return conditions
+
+
+def _has_samples(query: SampleFilter) -> sa.Exists:
+    # Time filters apply to a series' samples; a series with none left is not listed.
+    return (
+        sa.select(sa.literal(1))
+        .where(tables.samples.c.series_id == tables.series.c.id, *_time_conditions(query))
+        .exists()
+    )
+
+
+def _create_engine(url: sa.URL) -> sa.Engine:
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+
+    database = url.database or ""
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url)
+
+    @sa.event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # The sqlite3 module would BEGIN on its own (deferred, and only before DML);
+        # switching that off lets the "begin" hook below choose the kind of BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                cursor.execute(f"PRAGMA {pragma}")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: sa.Connection) -> None:
+        # A writer that began as a reader (deferred) fails with SQLITE_BUSY, without
+        # waiting, if another writer committed meanwhile; IMMEDIATE waits its turn.
+        immediate = conn.get_execution_options().get(_WRITE_OPTION)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+if TYPE_CHECKING:
+    # mypy proves here that SQLStore fulfils the Store protocol.
+    _conforms: type[Store] = SQLStore

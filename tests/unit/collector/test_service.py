@@ -1,0 +1,200 @@
+import threading
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from nephoscope.collector import Collector, parse_body
+from nephoscope.config import Settings
+from nephoscope.counter import Counter
+from nephoscope.messaging.bus import KombuBus
+from nephoscope.messaging.envelope import encode_notification
+from nephoscope.messaging.meter import counter_to_message
+from nephoscope.messaging.publisher import Publisher
+from nephoscope.storage.base import DeadLetter, WriteResult
+
+SECRET = "s3cr3t"
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def counter(n: int = 0, **changes: object) -> Counter:
+    fields: dict[str, object] = dict(
+        name="hardware.cpu.util",
+        type="gauge",
+        unit="%",
+        volume=float(n),
+        user_id=None,
+        project_id="p",
+        resource_id="host-1",
+        timestamp=NOW,
+        resource_metadata={"host": "h"},
+        id=str(uuid.uuid4()),
+    )
+    fields.update(changes)
+    return Counter(**fields)  # type: ignore[arg-type]
+
+
+def body(messages: list[dict]) -> bytes:
+    return encode_notification(
+        messages, event_type="metering", priority="SAMPLE", publisher_id="test"
+    )
+
+
+def signed(c: Counter) -> dict:
+    return counter_to_message(c, SECRET)
+
+
+class RecordingStore:
+    """Keeps what it is given; can be told to fail."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[list[Counter], list[DeadLetter]]] = []
+        self.fail_with: Exception | None = None
+        self.refuse: set[str] = set()
+        self.seen: set[str] = set()
+        self.acked_before_commit = False
+        self.messages: list[FakeMessage] = []
+
+    def write_batch(
+        self, samples: Sequence[Counter], dead_letters: Sequence[DeadLetter] = ()
+    ) -> WriteResult:
+        if any(m.acked for m in self.messages):
+            self.acked_before_commit = True
+        if self.fail_with is not None:
+            raise self.fail_with
+        if any(s.id in self.refuse for s in samples):
+            raise sa_exc.DataError("INSERT", {}, ValueError("value out of range"))
+        new = [s for s in samples if s.id not in self.seen]
+        self.seen.update(s.id for s in new if s.id)
+        self.batches.append((list(new), list(dead_letters)))
+        return WriteResult(len(new), len(samples) - len(new), len(dead_letters))
+
+
+class FakeMessage:
+    def __init__(self, payload: bytes) -> None:
+        self.body = payload
+        self.acked = False
+        self.requeued = False
+
+    def ack(self) -> None:
+        self.acked = True
+
+    def requeue(self) -> None:
+        self.requeued = True
+
+
+def collector(store: RecordingStore, **collector_settings: object) -> Collector:
+    settings = Settings(
+        metering_secret=SECRET, collector={"batch_size": 1000, **collector_settings}
+    )
+    return Collector(settings, store)  # type: ignore[arg-type]
+
+
+def test_bad_messages_become_dead_letters_and_the_good_ones_stay() -> None:
+    good = [signed(counter(i)) for i in range(3)]
+    tampered = dict(signed(counter(9)), counter_volume=1e9)
+    parsed = parse_body(body([good[0], tampered, good[1], "not a dict", good[2]]), SECRET)
+    assert [c.volume for c in parsed.counters] == [0.0, 1.0, 2.0]
+    reasons = [d.reason for d in parsed.dead_letters]
+    assert reasons == ["bad signature", "meter message is a JSON str, not an object"]
+    assert parsed.dead_letters[0].message_id == tampered["message_id"]
+    assert orjson.loads(parsed.dead_letters[0].body) == tampered
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\x00garbage", "not JSON"),
+        (
+            encode_notification(
+                [], event_type="compute.instance.exists", priority="INFO", publisher_id="x"
+            ),
+            "event_type 'compute.instance.exists'",
+        ),
+        (
+            encode_notification("nope", event_type="metering", priority="SAMPLE", publisher_id="x"),
+            "payload is not a list",
+        ),
+    ],
+)
+def test_unreadable_bodies_are_dead_lettered_whole(raw: bytes, reason: str) -> None:
+    parsed = parse_body(raw, SECRET)
+    assert parsed.counters == []
+    [dead] = parsed.dead_letters
+    assert reason in dead.reason and dead.body == raw
+
+
+def test_single_meter_message_payload_is_accepted() -> None:
+    one = signed(counter(1))
+    raw = encode_notification(one, event_type="metering", priority="SAMPLE", publisher_id="x")
+    assert len(parse_body(raw, SECRET).counters) == 1
+
+
+def test_acknowledges_only_after_the_batch_is_committed() -> None:
+    store = RecordingStore()
+    service = collector(store, batch_size=4)
+    messages = [FakeMessage(body([signed(counter(i)), signed(counter(i + 10))])) for i in range(2)]
+    store.messages = messages
+    for m in messages:
+        service._on_message(m)  # type: ignore[arg-type]
+    service.flush()  # the full batch went to the writer; wait for its commit
+    assert all(m.acked for m in messages)
+    assert not store.acked_before_commit
+    assert len(store.batches) == 1 and len(store.batches[0][0]) == 4
+    assert service.stats.stored == 4
+
+
+def test_store_down_leaves_messages_on_the_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("nephoscope.collector.service.time.sleep", lambda _s: None)
+    store = RecordingStore()
+    store.fail_with = sa_exc.OperationalError("INSERT", {}, Exception("database is locked"))
+    service = collector(store)
+    message = FakeMessage(body([signed(counter())]))
+    service.add(parse_body(message.body, SECRET), message)  # type: ignore[arg-type]
+    assert service.flush() is None
+    assert message.requeued and not message.acked
+    assert service.stats.stored == 0 and service.stats.store_errors == 1
+
+
+def test_a_sample_the_store_refuses_is_dead_lettered_alone() -> None:
+    store = RecordingStore()
+    poison = counter(666)
+    store.refuse = {poison.id or ""}
+    service = collector(store)
+    message = FakeMessage(body([signed(counter(1)), signed(poison), signed(counter(2))]))
+    service.add(parse_body(message.body, SECRET), message)  # type: ignore[arg-type]
+    result = service.flush()
+    assert result == WriteResult(stored=2, duplicates=0, dead_letters=1)
+    assert message.acked
+    dead = [d for _, dl in store.batches for d in dl]
+    assert len(dead) == 1 and dead[0].message_id == poison.id
+    assert "store refused the sample" in dead[0].reason
+
+
+def test_memory_bus_end_to_end_drains_on_stop() -> None:
+    topic = f"t{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        metering_secret=SECRET,
+        bus={"url": "memory://", "topic": topic},
+        collector={"batch_size": 50, "batch_timeout": 0.05},
+        publisher={"batch_size": 7},
+    )
+    store = RecordingStore()
+    service = Collector(settings, store)  # type: ignore[arg-type]
+    publisher = Publisher(settings, KombuBus(settings.bus))
+    counters = [counter(i, id=None) for i in range(500)]
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop, ready))
+    thread.start()
+    assert ready.wait(5)
+    assert publisher.publish(counters) == 500
+    stop.set()  # at once: what is still on the bus must be drained, not lost
+    thread.join(30)
+    publisher.close()
+    stored = [c for batch, _ in store.batches for c in batch]
+    assert len(stored) == 500
+    assert sorted(c.volume for c in stored) == [float(i) for i in range(500)]
+    assert len({c.id for c in stored}) == 500

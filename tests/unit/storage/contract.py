@@ -1,0 +1,574 @@
+"""Behaviours every SQL store shows, whatever the database.
+
+``StoreContract`` holds the tests; a subclass per database gives the ``store_url``
+fixture (a fresh, empty database). SQLite runs them in ``test_sql.py``,
+PostgreSQL in ``tests/integration/storage/test_sql_postgresql.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nephoscope.config import StoreSettings
+from nephoscope.counter import Counter
+from nephoscope.storage import SampleFilter, open_store
+from nephoscope.storage.base import DeadLetter, WriteResult
+from nephoscope.storage.schema import metadata as schema_metadata
+from nephoscope.storage.sql import SQLStore
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def counter(
+    name: str = "cpu_util",
+    volume: float = 1.0,
+    *,
+    seconds: float = 0,
+    resource_id: str = "r1",
+    user_id: str | None = "u1",
+    project_id: str | None = "p1",
+    source: str = "openstack",
+    unit: str = "%",
+    kind: str = "gauge",
+    metadata: dict[str, Any] | None = None,
+    message_id: str | None = None,
+    timestamp: datetime | None = None,
+) -> Counter:
+    return Counter(
+        name=name,
+        type=kind,  # type: ignore[arg-type]
+        unit=unit,
+        volume=volume,
+        user_id=user_id,
+        project_id=project_id,
+        resource_id=resource_id,
+        timestamp=timestamp if timestamp is not None else at(seconds),
+        resource_metadata=metadata if metadata is not None else {"host": "h1"},
+        source=source,
+        id=message_id if message_id is not None else str(uuid.uuid4()),
+    )
+
+
+@contextmanager
+def failing_on(store: SQLStore, statement_start: str) -> Iterator[None]:
+    """Make every SQL statement starting with ``statement_start`` raise."""
+
+    def boom(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(statement_start.upper()):
+            raise RuntimeError(f"injected failure on {statement_start}")
+
+    sa.event.listen(store.engine, "before_cursor_execute", boom)
+    try:
+        yield
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", boom)
+
+
+def assert_caches_match_database(store: SQLStore) -> None:
+    """Every cached id names a committed row holding what the cache says it does."""
+    with store.engine.connect() as conn:
+        series = {
+            row.id: (
+                row.name,
+                row.type,
+                row.unit,
+                row.resource_id,
+                row.user_id,
+                row.project_id,
+                row.source,
+            )
+            for row in conn.execute(sa.text("SELECT * FROM series"))
+        }
+        bodies = {
+            row.id: row.body for row in conn.execute(sa.text("SELECT id, body FROM metadata"))
+        }
+    for key, row_id in store._series_ids.items():
+        assert series.get(row_id) == key
+    for body, row_id in store._metadata_ids.items():
+        assert bodies.get(row_id) == body.decode()
+
+
+class StoreContract:
+    """The tests; subclasses provide a ``store_url`` fixture."""
+
+    @pytest.fixture
+    def store(self, store_url: str) -> Iterator[SQLStore]:
+        store = open_store(StoreSettings(url=store_url))
+        assert isinstance(store, SQLStore)
+        yield store
+        store.close()
+
+    @pytest.fixture
+    def second_store(self, store: SQLStore, store_url: str) -> Iterator[SQLStore]:
+        other = SQLStore(StoreSettings(url=store_url))
+        yield other
+        other.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def test_round_trip_keeps_every_field(self, store: SQLStore) -> None:
+        metadata = {"flavor": {"name": "m1.small", "ram": 2048}, "tags": ["a", "b"], "x": None}
+        local = datetime(2025, 3, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+        ids = [
+            "0f8fad5b-d9cb-469f-a165-70867728950e",
+            "00616263-6465-6667-6869-6a6b6c6d6e6f",  # 16 bytes starting with NUL
+            "abcdefghijklmno",  # 15 bytes: would encode to 16 with one marker byte
+            "0F8FAD5B-D9CB-469F-A165-70867728950E",  # not canonical: kept as text
+            "{0f8fad5b-d9cb-469f-a165-70867728950e}",
+            "message/7 é",
+            "",
+        ]
+        written = [
+            counter(
+                "disk.read.bytes",
+                12345678901,
+                kind="cumulative",
+                unit="B",
+                user_id=None,
+                project_id=None,
+                source="hypervisor",
+                metadata=metadata,
+                message_id=ids[0],
+                timestamp=local,
+            ),
+            *(
+                counter(volume=i + 0.25, seconds=i, message_id=mid)
+                for i, mid in enumerate(ids[1:], start=1)
+            ),
+        ]
+        before = datetime.now(UTC)
+        result = store.write_batch(written)
+        after = datetime.now(UTC)
+        assert result == WriteResult(stored=len(ids), duplicates=0, dead_letters=0)
+
+        found = {s.message_id: s for s in store.samples(SampleFilter(), limit=None)}
+        assert sorted(found) == sorted(ids)
+        first = found[ids[0]]
+        assert first.name == "disk.read.bytes"
+        assert first.type == "cumulative"
+        assert first.unit == "B"
+        assert first.volume == 12345678901.0
+        assert first.user_id is None
+        assert first.project_id is None
+        assert first.resource_id == "r1"
+        assert first.source == "hypervisor"
+        assert first.resource_metadata == metadata
+        assert first.timestamp == datetime(2025, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+        assert first.timestamp.utcoffset() == timedelta(0)
+        assert before - timedelta(seconds=1) <= first.recorded_at <= after + timedelta(seconds=1)
+        for i, mid in enumerate(ids[1:], start=1):
+            assert found[mid].volume == i + 0.25
+            assert found[mid].timestamp == at(i)
+
+    def test_duplicates_in_batch_and_across_batches_are_counted_exactly(
+        self, store: SQLStore
+    ) -> None:
+        a, b, c = counter(volume=1), counter(volume=2), counter(volume=3)
+        assert store.write_batch([a, b, a, a]) == WriteResult(2, 2, 0)
+        assert store.write_batch([b, c, c]) == WriteResult(1, 2, 0)
+        assert store.write_batch([a, b, c]) == WriteResult(0, 3, 0)
+        assert store.write_batch([]) == WriteResult(0, 0, 0)
+        stored = store.samples(SampleFilter(), limit=None)
+        assert sorted(s.volume for s in stored) == [1.0, 2.0, 3.0]
+        assert store.status().samples == 3
+
+    def test_repeated_id_keeps_the_first_sample_of_the_batch(self, store: SQLStore) -> None:
+        first = counter(volume=1, message_id="same")
+        second = counter(volume=2, message_id="same")
+        assert store.write_batch([first, second]) == WriteResult(1, 1, 0)
+        assert [s.volume for s in store.samples(SampleFilter())] == [1.0]
+
+    def test_sample_without_id_is_refused_before_anything_is_written(self, store: SQLStore) -> None:
+        anonymous = Counter("cpu", "gauge", "%", 1, "u", "p", "r1", T0)
+        with pytest.raises(ValueError, match="no message id"):
+            store.write_batch([counter(), anonymous])
+        assert store.status().samples == 0
+
+    def test_dead_letters_are_stored_with_samples_in_one_transaction(self, store: SQLStore) -> None:
+        letters = [
+            DeadLetter("bad signature", b'{"counter_name": "cpu"}', at(1), "m-1"),
+            DeadLetter("not JSON", b"\x00\xffraw", at(2)),
+        ]
+        assert store.write_batch([counter()], letters) == WriteResult(1, 0, 2)
+        stored = store.dead_letters()
+        assert [(d.reason, d.body, d.message_id) for d in stored] == [
+            ("not JSON", b"\x00\xffraw", None),
+            ("bad signature", b'{"counter_name": "cpu"}', "m-1"),
+        ]
+        assert stored[0].received_at == at(2)
+        assert [d.reason for d in store.dead_letters(limit=1)] == ["not JSON"]
+
+        # A dead letter that cannot be written takes the batch's samples with it.
+        with (
+            failing_on(store, "INSERT INTO dead_letters"),
+            pytest.raises(RuntimeError, match="injected"),
+        ):
+            store.write_batch([counter(volume=9)], [DeadLetter("x", b"y", at(3))])
+        assert store.status().samples == 1
+        assert store.status().dead_letters == 2
+
+    def test_dead_letters_alone(self, store: SQLStore) -> None:
+        assert store.write_batch([], [DeadLetter("r", b"b", at(0))]) == WriteResult(0, 0, 1)
+        assert store.status().dead_letters == 1
+        assert store.status().samples == 0
+
+    def test_failed_batch_stores_nothing_and_caches_stay_true(self, store: SQLStore) -> None:
+        store.write_batch([counter("known", resource_id="r1")])
+        doomed = [
+            counter("new.meter", 5, resource_id="r2", metadata={"fresh": True}),
+            counter("known", 6, resource_id="r1"),
+        ]
+        with failing_on(store, "INSERT INTO resources"), pytest.raises(RuntimeError):
+            store.write_batch(doomed)
+        assert store.status().samples == 1
+        assert store.meters(SampleFilter(meter="new.meter")) == []
+        assert_caches_match_database(store)
+
+        # Rows the failed batch created were rolled back: the same batch now creates
+        # them anew rather than pointing at ids that do not exist.
+        assert store.write_batch(doomed) == WriteResult(2, 0, 0)
+        names = {(s.name, s.resource_id, s.volume) for s in store.samples(SampleFilter())}
+        assert ("new.meter", "r2", 5.0) in names
+        assert store.samples(SampleFilter(meter="new.meter"))[0].resource_metadata == {
+            "fresh": True
+        }
+        assert_caches_match_database(store)
+
+    def test_series_added_by_another_store_are_found(
+        self, store: SQLStore, second_store: SQLStore
+    ) -> None:
+        # The other store knows nothing of these rows; it must find, not duplicate them.
+        store.write_batch([counter("m", metadata={"k": 1})])
+        second_store.write_batch([counter("m", metadata={"k": 1})])
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM series")).scalar() == 1
+            assert conn.execute(sa.text("SELECT count(*) FROM metadata")).scalar() == 1
+        assert_caches_match_database(second_store)
+
+    def test_equal_metadata_is_stored_once_whatever_its_key_order(self, store: SQLStore) -> None:
+        store.write_batch(
+            [
+                counter(metadata={"a": 1, "b": {"y": 2, "x": 1}}),
+                counter(metadata={"b": {"x": 1, "y": 2}, "a": 1}),
+                counter(metadata={"a": 2}),
+            ]
+        )
+        with store.engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM metadata")).scalar() == 2
+
+    def test_series_with_missing_owner_are_not_duplicated(self, store: SQLStore) -> None:
+        store.write_batch([counter(user_id=None, project_id=None)])
+        store._series_ids.clear()  # as a fresh collector would start
+        store.write_batch([counter(user_id=None, project_id=None)])
+        assert len(store.meters(SampleFilter())) == 1
+
+    @settings(
+        max_examples=30,
+        deadline=None,
+        # The store fixture is deliberately shared by the examples (ids keep them
+        # apart), and each database's subclass runs this same method.
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(
+        batches=st.lists(
+            st.lists(st.integers(min_value=0, max_value=30), max_size=40), min_size=1, max_size=5
+        )
+    )
+    def test_stored_count_equals_distinct_ids(
+        self, store: SQLStore, batches: list[list[int]]
+    ) -> None:
+        # One store serves every example; a fresh prefix keeps their ids apart.
+        prefix = uuid.uuid4().hex[:8]
+        seen: set[int] = set()
+        for batch in batches:
+            new = set(batch) - seen
+            result = store.write_batch(
+                [counter(volume=n, message_id=f"{prefix}-{n}") for n in batch]
+            )
+            assert result == WriteResult(len(new), len(batch) - len(new), 0)
+            seen |= new
+        assert store.write_batch(
+            [counter(message_id=f"{prefix}-{n}") for n in seen]
+        ) == WriteResult(0, len(seen), 0)
+
+    def test_concurrent_writers_store_each_message_once(
+        self, store: SQLStore, second_store: SQLStore
+    ) -> None:
+        ids = [str(uuid.uuid4()) for _ in range(1200)]
+        samples = [
+            counter(f"m{i % 7}", i, seconds=i, resource_id=f"r{i % 5}", message_id=mid)
+            for i, mid in enumerate(ids)
+        ]
+        # Overlapping windows, walked in opposite directions by the two writers.
+        windows = [samples[start : start + 200] for start in range(0, 1100, 100)]
+        results: dict[str, list[WriteResult]] = {"a": [], "b": []}
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(2)
+
+        def write(name: str, target: SQLStore, batches: Sequence[list[Counter]]) -> None:
+            try:
+                barrier.wait()
+                for batch in batches:
+                    results[name].append(target.write_batch(batch))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=write, args=("a", store, windows)),
+            threading.Thread(target=write, args=("b", second_store, windows[::-1])),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors
+        all_results = results["a"] + results["b"]
+        assert sum(r.stored for r in all_results) == len(ids)
+        assert sum(r.duplicates for r in all_results) == 2 * sum(map(len, windows)) - len(ids)
+        stored = store.samples(SampleFilter(), limit=None)
+        assert sorted(s.message_id for s in stored) == sorted(ids)
+        assert len(store.meters(SampleFilter())) == 7 * 5
+
+    # -- reading -------------------------------------------------------------------------
+
+    @pytest.fixture
+    def mixed(self, store: SQLStore) -> SQLStore:
+        store.write_batch(
+            [
+                counter("cpu_util", 10, seconds=0, resource_id="r1", message_id="s1"),
+                counter("cpu_util", 20, seconds=10, resource_id="r1", message_id="s2"),
+                counter("cpu_util", 30, seconds=20, resource_id="r1", message_id="s3"),
+                counter("cpu_util", 40, seconds=70, resource_id="r1", message_id="s4"),
+                counter(
+                    "cpu_util",
+                    100,
+                    seconds=5,
+                    resource_id="r2",
+                    user_id="u2",
+                    project_id="p2",
+                    message_id="s5",
+                ),
+                counter(
+                    "memory",
+                    512,
+                    seconds=30,
+                    resource_id="r2",
+                    user_id="u2",
+                    project_id="p2",
+                    unit="MB",
+                    message_id="s6",
+                ),
+                counter(
+                    "memory",
+                    256,
+                    seconds=40,
+                    resource_id="r3",
+                    user_id="u3",
+                    project_id="p2",
+                    source="other",
+                    unit="MB",
+                    message_id="s7",
+                ),
+            ]
+        )
+        return store
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (SampleFilter(), ["s4", "s7", "s6", "s3", "s2", "s5", "s1"]),
+            (SampleFilter(meter="memory"), ["s7", "s6"]),
+            (SampleFilter(resource_id="r2"), ["s6", "s5"]),
+            (SampleFilter(project_id="p2"), ["s7", "s6", "s5"]),
+            (SampleFilter(user_id="u1"), ["s4", "s3", "s2", "s1"]),
+            (SampleFilter(source="other"), ["s7"]),
+            (SampleFilter(since=at(20)), ["s4", "s7", "s6", "s3"]),
+            (SampleFilter(until=at(10)), ["s5", "s1"]),
+            (SampleFilter(since=at(10), until=at(30)), ["s3", "s2"]),
+            (SampleFilter(meter="cpu_util", resource_id="r1", since=at(5)), ["s4", "s3", "s2"]),
+            (SampleFilter(meter="nothing"), []),
+        ],
+    )
+    def test_samples_filters(
+        self, mixed: SQLStore, query: SampleFilter, expected: list[str]
+    ) -> None:
+        assert [s.message_id for s in mixed.samples(query)] == expected
+
+    def test_samples_limit(self, mixed: SQLStore) -> None:
+        assert [s.message_id for s in mixed.samples(SampleFilter(), limit=2)] == ["s4", "s7"]
+        assert len(mixed.samples(SampleFilter(), limit=None)) == 7
+
+    def test_naive_query_times_are_utc(self, mixed: SQLStore) -> None:
+        naive = SampleFilter(since=at(20).replace(tzinfo=None))
+        assert [s.message_id for s in mixed.samples(naive)] == ["s4", "s7", "s6", "s3"]
+
+    def test_meters(self, mixed: SQLStore) -> None:
+        meters = mixed.meters(SampleFilter())
+        assert [(m.name, m.resource_id) for m in meters] == [
+            ("cpu_util", "r1"),
+            ("cpu_util", "r2"),
+            ("memory", "r2"),
+            ("memory", "r3"),
+        ]
+        memory = mixed.meters(SampleFilter(meter="memory", source="other"))
+        assert [(m.name, m.type, m.unit, m.user_id, m.project_id, m.source) for m in memory] == [
+            ("memory", "gauge", "MB", "u3", "p2", "other")
+        ]
+        assert [m.resource_id for m in mixed.meters(SampleFilter(since=at(60)))] == ["r1"]
+        assert mixed.meters(SampleFilter(until=at(0))) == []
+
+    def test_resources(self, store: SQLStore) -> None:
+        store.write_batch(
+            [
+                counter("cpu", seconds=50, resource_id="vm", metadata={"state": "active"}),
+                counter("mem", seconds=10, resource_id="vm", metadata={"state": "building"}),
+            ]
+        )
+        # A later batch with an older sample widens first seen but does not win the metadata.
+        store.write_batch(
+            [
+                counter("cpu", seconds=5, resource_id="vm", user_id="old", metadata={"state": "x"}),
+                counter("cpu", seconds=1, resource_id="other", project_id="p9"),
+            ]
+        )
+        # And a newer one takes the owner and metadata.
+        store.write_batch(
+            [
+                counter(
+                    "disk",
+                    seconds=60,
+                    resource_id="vm",
+                    user_id="u7",
+                    metadata={"state": "paused"},
+                )
+            ]
+        )
+        (vm,) = store.resources(SampleFilter(resource_id="vm"))
+        assert vm.first_sample_timestamp == at(5)
+        assert vm.last_sample_timestamp == at(60)
+        assert vm.metadata == {"state": "paused"}
+        assert (vm.user_id, vm.project_id, vm.source) == ("u7", "p1", "openstack")
+        assert vm.meters == ("cpu", "disk", "mem")
+
+        assert [r.resource_id for r in store.resources(SampleFilter())] == ["other", "vm"]
+        assert [r.resource_id for r in store.resources(SampleFilter(project_id="p9"))] == ["other"]
+        (only_mem,) = store.resources(SampleFilter(meter="mem"))
+        assert only_mem.meters == ("mem",)
+        # Time filters apply to the samples: only cpu (t=50) and disk (t=60) are late.
+        (late,) = store.resources(SampleFilter(since=at(40)))
+        assert late.meters == ("cpu", "disk")
+        assert store.resources(SampleFilter(since=at(61))) == []
+
+    def test_statistics_without_period(self, mixed: SQLStore) -> None:
+        (stat,) = mixed.statistics(SampleFilter(meter="cpu_util"))
+        assert (stat.unit, stat.count, stat.min, stat.max, stat.sum, stat.avg) == (
+            "%",
+            5,
+            10.0,
+            100.0,
+            200.0,
+            40.0,
+        )
+        assert (stat.duration_start, stat.duration_end) == (at(0), at(70))
+        assert (stat.period, stat.period_start, stat.period_end) == (0, at(0), at(70))
+
+        (r1,) = mixed.statistics(SampleFilter(meter="cpu_util", resource_id="r1"))
+        assert (r1.count, r1.sum, r1.avg) == (4, 100.0, 25.0)
+        (early,) = mixed.statistics(SampleFilter(meter="cpu_util", until=at(20)))
+        assert (early.count, early.sum, early.max) == (3, 130.0, 100.0)
+
+    def test_statistics_with_period(self, mixed: SQLStore) -> None:
+        first, last = mixed.statistics(SampleFilter(meter="cpu_util"), period=30)
+        # Buckets from the first sample (t=0): [0, 30) holds 10, 100, 20, 30; [60, 90) holds 40.
+        assert (first.count, first.min, first.max, first.sum, first.avg) == (
+            4,
+            10.0,
+            100.0,
+            160.0,
+            40.0,
+        )
+        assert (first.period, first.period_start, first.period_end) == (30, at(0), at(30))
+        assert (first.duration_start, first.duration_end) == (at(0), at(20))
+        assert (last.count, last.sum, last.period_start, last.period_end) == (
+            1,
+            40.0,
+            at(60),
+            at(90),
+        )
+        assert last.duration_start == last.duration_end == at(70)
+
+    def test_statistics_periods_start_at_since(self, mixed: SQLStore) -> None:
+        stats = mixed.statistics(SampleFilter(meter="cpu_util", since=at(10)), period=30)
+        # [10, 40) holds 20 and 30; [70, 100) holds 40.
+        assert [(s.period_start, s.count, s.sum) for s in stats] == [
+            (at(10), 2, 50.0),
+            (at(70), 1, 40.0),
+        ]
+
+    def test_statistics_edge_cases(self, mixed: SQLStore) -> None:
+        with pytest.raises(ValueError, match="statistics needs a meter"):
+            mixed.statistics(SampleFilter())
+        with pytest.raises(ValueError, match="period"):
+            mixed.statistics(SampleFilter(meter="cpu_util"), period=0)
+        assert mixed.statistics(SampleFilter(meter="nothing")) == []
+        assert mixed.statistics(SampleFilter(meter="nothing"), period=60) == []
+        (memory,) = mixed.statistics(SampleFilter(meter="memory"))
+        assert (memory.unit, memory.count, memory.avg) == ("MB", 2, 384.0)
+
+    def test_status(self, store: SQLStore) -> None:
+        empty = store.status()
+        assert (empty.samples, empty.resources, empty.dead_letters) == (0, 0, 0)
+        assert empty.last_sample_timestamp is None
+        assert empty.last_recorded_at is None
+        assert empty.schema_revision == "0001"
+
+        before = datetime.now(UTC)
+        store.write_batch(
+            [counter(seconds=30), counter(seconds=90, resource_id="r2")],
+            [DeadLetter("r", b"b", at(0))],
+        )
+        status = store.status()
+        assert (status.samples, status.resources, status.dead_letters) == (2, 2, 1)
+        assert status.last_sample_timestamp == at(90)
+        assert status.last_recorded_at is not None
+        assert status.last_recorded_at >= before - timedelta(seconds=1)
+
+    # -- schema --------------------------------------------------------------------------
+
+    def test_upgrade_twice_is_harmless(self, store: SQLStore) -> None:
+        store.upgrade()
+        assert store.status().schema_revision == "0001"
+
+    def test_migration_builds_exactly_the_schema(self, store: SQLStore) -> None:
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(context, schema_metadata) == []
+
+    def test_store_without_auto_upgrade_has_no_tables(self, store_url: str) -> None:
+        bare = open_store(StoreSettings(url=store_url, auto_upgrade=False))
+        try:
+            status = bare.status()
+            assert (status.samples, status.schema_revision) == (0, None)
+            bare.upgrade()
+            assert bare.status().schema_revision == "0001"
+        finally:
+            bare.close()

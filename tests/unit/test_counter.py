@@ -1,0 +1,67 @@
+import dataclasses
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from nephoscope.counter import Counter, InvalidCounter
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def make(**changes: object) -> Counter:
+    fields: dict[str, object] = dict(
+        name="cpu",
+        type="cumulative",
+        unit="ns",
+        volume=1.5,
+        user_id="u",
+        project_id="p",
+        resource_id="r",
+        timestamp=NOW,
+        resource_metadata={"a": 1},
+        source="openstack",
+    )
+    fields.update(changes)
+    return Counter(**fields)  # type: ignore[arg-type]
+
+
+def test_valid_counter_is_immutable() -> None:
+    counter = make()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        counter.volume = 2  # type: ignore[misc]
+    assert counter.with_id("m").id == "m" and counter.id is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"type": "rate"}, "type"),
+        ({"volume": float("nan")}, "volume"),
+        ({"volume": float("inf")}, "volume"),
+        ({"volume": None}, "volume"),
+        ({"volume": "3"}, "volume"),
+        ({"volume": True}, "volume"),
+        ({"name": ""}, "name"),
+        ({"timestamp": datetime(2026, 1, 1)}, "timestamp"),
+        ({"timestamp": "2026-01-01T00:00:00Z"}, "timestamp"),
+        ({"resource_id": ""}, "resource_id"),
+        ({"project_id": 3}, "project_id"),
+        ({"resource_metadata": [1]}, "resource_metadata"),
+        ({"source": ""}, "source"),
+    ],
+)
+def test_invalid_counters_cannot_be_built(changes: dict, field: str) -> None:
+    with pytest.raises(InvalidCounter) as caught:
+        make(**changes)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_timestamps_are_kept_in_utc() -> None:
+    paris = timezone(timedelta(hours=1))
+    counter = make(timestamp=datetime(2026, 11, 26, 13, 0, tzinfo=paris))
+    assert counter.timestamp == NOW and counter.timestamp.tzinfo is UTC
+
+
+def test_as_dict_is_json_ready() -> None:
+    assert make().as_dict()["timestamp"] == "2026-11-26T12:00:00+00:00"
