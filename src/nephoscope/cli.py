@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
@@ -84,6 +85,8 @@ def setup_logging(level: str) -> None:
         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
         force=True,
     )
+    # Alembic narrates every start-up at INFO; the store logs an upgrade itself.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def settings_from(config: Path | None) -> Settings:
@@ -120,6 +123,8 @@ def opened_store(settings: Settings) -> Iterator[Store]:
         fail(str(exc))
     try:
         yield store
+    except SQLAlchemyError as exc:
+        fail(f"store error: {type(exc).__name__}: {exc}")
     finally:
         store.close()
 
@@ -557,12 +562,16 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
     settings = settings_from(config)
     try:
-        store = open_store(settings.store.model_copy(update={"auto_upgrade": False}))
+        store = open_store(
+            settings.store.model_copy(update={"auto_upgrade": False}), check_schema=False
+        )
     except StoreError as exc:
         fail(str(exc))
     try:
         store.upgrade()
         revision = store.status().schema_revision
+    except SQLAlchemyError as exc:
+        fail(f"store error: {type(exc).__name__}: {exc}")
     finally:
         store.close()
     out.print(f"{settings.store.url}: schema at revision {revision}")

@@ -18,6 +18,7 @@ from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 from kombu.message import Message
 from kombu.messaging import Consumer, Producer
+from kombu.utils.url import maybe_sanitize_url
 
 from nephoscope.config import BusSettings
 from nephoscope.messaging.envelope import encode_notification
@@ -61,8 +62,11 @@ class KombuBus:
 
     def connect(self) -> Connection:
         """A new connection; each thread that uses the bus needs its own."""
+        url = self.settings.url
+        if url.rstrip("/") == "memory:":
+            url = "memory://localhost//"  # kombu warns about a missing host otherwise
         return Connection(
-            self.settings.url,
+            url,
             transport_options={"polling_interval": _POLLING_INTERVAL, "confirm_publish": True},
             connect_timeout=5,
         )
@@ -129,7 +133,7 @@ class KombuBus:
     @property
     def safe_url(self) -> str:
         """The bus URL without its password, for logs."""
-        return str(Connection(self.settings.url).as_uri())
+        return str(maybe_sanitize_url(self.settings.url))
 
     def close(self) -> None:
         if self._connection is not None:

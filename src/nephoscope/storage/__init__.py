@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any, Final
 
+from sqlalchemy.exc import SQLAlchemyError
 from stevedore import DriverManager
 from stevedore.exception import NoMatches
 
@@ -64,8 +65,12 @@ def known_schemes() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=NAMESPACE)})
 
 
-def open_store(settings: StoreSettings) -> Store:
-    """Open the store ``settings.url`` names and, if ``auto_upgrade``, migrate it."""
+def open_store(settings: StoreSettings, *, check_schema: bool = True) -> Store:
+    """Open the store ``settings.url`` names and, if ``auto_upgrade``, migrate it.
+
+    Without ``auto_upgrade`` a schema that is not the newest is a :class:`StoreError`
+    (unless ``check_schema`` is false, as for ``nephoscope db upgrade`` itself).
+    """
     scheme = url_scheme(settings.url)
 
     def failed(_manager: Any, entry_point: Any, exc: BaseException) -> None:
@@ -84,10 +89,20 @@ def open_store(settings: StoreSettings) -> Store:
     # Built here rather than by stevedore so that the driver's own errors (a bad
     # URL, a missing database driver) reach the caller unwrapped.
     store: Store = manager.driver(settings)
-    if settings.auto_upgrade:
-        try:
+    try:
+        if settings.auto_upgrade:
             store.upgrade()
-        except BaseException:
-            store.close()
-            raise
+        elif check_schema:
+            current, head = store.schema_revisions()
+            if current != head:
+                raise StoreError(
+                    f"the store's schema is at revision {current or 'none'}, this version "
+                    f"needs {head}: run `nephoscope db upgrade` (store.auto_upgrade is off)"
+                )
+    except SQLAlchemyError as exc:
+        store.close()
+        raise StoreError(f"cannot open the store: {type(exc).__name__}: {exc}") from exc
+    except BaseException:
+        store.close()
+        raise
     return store

@@ -141,6 +141,9 @@ class Store(Protocol):
     def upgrade(self) -> None:
         """Bring the schema to the newest migration."""
 
+    def schema_revisions(self) -> tuple[str | None, str | None]:
+        """The schema revision of the database, and the newest this code knows."""
+
     def write_batch(
         self, samples: Sequence[Counter], dead_letters: Sequence[DeadLetter] = ()
     ) -> WriteResult:

@@ -9,6 +9,7 @@ on every sample resolved from in-process caches instead of queries.
 from __future__ import annotations
 
 import hashlib
+import logging
 import itertools
 import json
 import re
@@ -26,6 +27,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
@@ -44,6 +46,8 @@ from nephoscope.storage.base import (
     StoreStatus,
     WriteResult,
 )
+
+LOG = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from nephoscope.storage.base import Store
@@ -242,17 +246,31 @@ class SQLStore:
 
     # -- schema -------------------------------------------------------------------------
 
-    def upgrade(self) -> None:
-        """Bring the schema to the newest migration, in one transaction."""
+    def _alembic_config(self) -> Config:
         config = Config()
         # The config is an INI parser: a literal % in the path would be read as interpolation.
         config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+        return config
+
+    def schema_revisions(self) -> tuple[str | None, str | None]:
+        """The schema revision of the database, and the newest this code knows."""
+        head = ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision(), head
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration, in one transaction."""
+        current, head = self.schema_revisions()
+        if current == head:
+            return
+        config = self._alembic_config()
         with self._writer.begin() as conn:
             if self.dialect_name == "postgresql":
                 # Two services starting together must not both create the tables.
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+        LOG.info("store schema upgraded from %s to %s", current or "nothing", head)
 
     # -- writing ------------------------------------------------------------------------
 

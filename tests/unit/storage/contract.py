@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from nephoscope.config import StoreSettings
 from nephoscope.counter import Counter
-from nephoscope.storage import SampleFilter, open_store
+from nephoscope.storage import SampleFilter, StoreError, open_store
 from nephoscope.storage.base import DeadLetter, WriteResult
 from nephoscope.storage.schema import metadata as schema_metadata
 from nephoscope.storage.sql import SQLStore
@@ -564,11 +564,17 @@ class StoreContract:
             assert compare_metadata(context, schema_metadata) == []
 
     def test_store_without_auto_upgrade_has_no_tables(self, store_url: str) -> None:
-        bare = open_store(StoreSettings(url=store_url, auto_upgrade=False))
+        settings = StoreSettings(url=store_url, auto_upgrade=False)
+        with pytest.raises(StoreError, match="run `nephoscope db upgrade`"):
+            open_store(settings)
+        bare = open_store(settings, check_schema=False)
         try:
             status = bare.status()
             assert (status.samples, status.schema_revision) == (0, None)
+            assert bare.schema_revisions() == (None, "0001")
             bare.upgrade()
             assert bare.status().schema_revision == "0001"
+            bare.upgrade()  # nothing left to do
         finally:
             bare.close()
+        open_store(settings).close()
