@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from nephoscope.config import ConfigError, Settings, load_settings
 

@@ -9,9 +9,9 @@ on every sample resolved from in-process caches instead of queries.
 from __future__ import annotations
 
 import hashlib
-import logging
 import itertools
 import json
+import logging
 import re
 import sqlite3
 import threading
