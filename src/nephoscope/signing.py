@@ -8,6 +8,7 @@ single byte string gives the same digest as updating it pair by pair.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterator, Mapping
 from operator import itemgetter
@@ -47,6 +48,9 @@ def recursive_keypairs(data: Mapping[str, Any], separator: str = ":") -> Iterato
         else:
             yield name, value
 
+
+# HMAC state after the key, per secret: copying it skips hashing the key again.
+_keyed: dict[str, hmac.HMAC] = {}
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
@@ -125,7 +129,14 @@ def compute_signature(message: Mapping[str, Any], secret: str) -> str:
     """Return the hex HMAC-SHA256 signature of a meter message; ``""`` when there is no secret."""
     if not secret:
         return ""
-    return hmac.digest(secret.encode("utf-8"), _signed_bytes(message), "sha256").hex()
+    keyed = _keyed.get(secret)
+    if keyed is None:
+        if len(_keyed) >= 16:
+            _keyed.clear()
+        keyed = _keyed[secret] = hmac.new(secret.encode("utf-8"), digestmod=hashlib.sha256)
+    digest = keyed.copy()
+    digest.update(_signed_bytes(message))
+    return digest.hexdigest()
 
 
 def verify_signature(message: Mapping[str, Any], secret: str) -> bool:

@@ -49,6 +49,18 @@ from nephoscope.storage.base import (
 
 LOG = logging.getLogger(__name__)
 
+_RESOURCE_COLUMNS: Final = (
+    "resource_id",
+    "first_seen",
+    "last_seen",
+    "user_id",
+    "project_id",
+    "source",
+    "metadata_id",
+)
+#: Rows per multi-row INSERT on SQLite (at 6 columns, well under its 32,766 parameters).
+_ROWS_PER_INSERT: Final = 500
+
 if TYPE_CHECKING:
     from nephoscope.storage.base import Store
 
@@ -236,7 +248,12 @@ class SQLStore:
         self._metadata_ids: _Cache[bytes] = _Cache(CACHE_LIMIT)
         self._positional: bool = self.engine.dialect.positional
         self._select_stored: dict[int, str] = {}
-        self._upsert_resources_stmt = self._build_resources_upsert()
+        self._upsert_resources_many = _InsertMany(
+            self.engine.dialect,
+            self._build_resources_upsert(),
+            tables.resources,
+            _RESOURCE_COLUMNS,
+        )
         self._insert_samples = _InsertMany(
             self.engine.dialect,
             self._insert(tables.samples).on_conflict_do_nothing(),
@@ -456,17 +473,17 @@ class SQLStore:
         for resource_id, i in sorted(newest.items()):
             counter = counters[i]
             rows.append(
-                {
-                    "resource_id": resource_id,
-                    "first_seen": first[resource_id],
-                    "last_seen": stamps[i],
-                    "user_id": counter.user_id,
-                    "project_id": counter.project_id,
-                    "source": counter.source,
-                    "metadata_id": metadata_ids[i],
-                }
+                (
+                    resource_id,
+                    first[resource_id],
+                    stamps[i],
+                    counter.user_id,
+                    counter.project_id,
+                    counter.source,
+                    metadata_ids[i],
+                )
             )
-        conn.execute(self._upsert_resources_stmt, rows)
+        self._upsert_resources_many.execute(conn, rows)
 
     def _build_resources_upsert(self) -> Any:
         insert = self._insert(tables.resources)
@@ -801,14 +818,15 @@ _SERIES_COLUMNS: Final = (
 
 
 class _InsertMany:
-    """An INSERT ... ON CONFLICT DO NOTHING for many rows, counting the rows it stored.
+    """An INSERT ... ON CONFLICT for many rows, counting the rows it stored or changed.
 
-    With positional parameters (sqlite3) the statement is compiled once and the
-    tuples go straight to ``cursor.executemany``, skipping SQLAlchemy's per-row
-    parameter handling, which costs more than SQLite's own insert; sqlite3 sums
-    the rows each statement changed. Elsewhere (psycopg) SQLAlchemy batches the
-    rows into multi-row INSERTs and the stored ones are counted by RETURNING, as
-    the driver's rowcount for many rows is not reliable.
+    With positional parameters (sqlite3) the rows go out as multi-row INSERTs of
+    up to ``_ROWS_PER_INSERT`` rows, compiled once per size: sqlite3's
+    executemany would release and retake the GIL around every row, and each
+    retake can wait a whole switch interval behind the collector's other
+    threads. SQLite counts the rows each statement changed. Elsewhere (psycopg)
+    SQLAlchemy batches the rows into multi-row INSERTs and the stored ones are
+    counted by RETURNING, as the driver's rowcount for many rows is not reliable.
     """
 
     def __init__(
@@ -818,20 +836,42 @@ class _InsertMany:
         self.sql: str | None = None
         # inline(): no implicit RETURNING of the new id, which executemany cannot take.
         compiled = stmt.inline().compile(dialect=dialect, column_keys=list(columns))
+        text = str(compiled)
+        one_row = "(" + ", ".join("?" * len(self.columns)) + ")"
         if (
             dialect.positional
             and tuple(compiled.positiontup or ()) == self.columns
-            and "RETURNING" not in str(compiled)
+            and "RETURNING" not in text
+            and text.count(one_row) == 1
         ):
-            self.sql = str(compiled)
+            self.sql = text
+        self._one_row = one_row
+        self._sized: dict[int, str] = {}
         self.stmt = stmt.returning(*table.primary_key.columns)
+
+    def _sql_for(self, rows: int) -> str:
+        sql = self._sized.get(rows)
+        if sql is None:
+            assert self.sql is not None
+            sql = self.sql.replace(self._one_row, ", ".join([self._one_row] * rows))
+            self._sized[rows] = sql
+        return sql
 
     def execute(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> int:
         """Insert ``rows`` (tuples in ``columns`` order); return how many were stored."""
         if not rows:
             return 0
         if self.sql is not None:
-            return int(conn.exec_driver_sql(self.sql, rows).rowcount)
+            stored = 0
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                for start in range(0, len(rows), _ROWS_PER_INSERT):
+                    chunk = rows[start : start + _ROWS_PER_INSERT]
+                    cursor.execute(self._sql_for(len(chunk)), list(itertools.chain(*chunk)))
+                    stored += cursor.rowcount
+            finally:
+                cursor.close()
+            return stored
         columns = self.columns
         params = [dict(zip(columns, row, strict=True)) for row in rows]
         return len(conn.execute(self.stmt, params).all())
