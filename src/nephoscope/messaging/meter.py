@@ -7,9 +7,9 @@ read ours and a Ceilometer agent can feed our collector.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 
 import orjson
