@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, Protocol, TypeVar
 
-from stevedore import ExtensionManager
+from stevedore import ExtensionManager, NamedExtensionManager
 
 from nephoscope.counter import Counter
 
@@ -168,14 +168,16 @@ def _load(
         result.failed[entrypoint.name] = reason
         LOG.error("plugin %s in %s %s", entrypoint.name, namespace, reason)
 
-    extensions = ExtensionManager(
-        namespace,
-        invoke_on_load=False,
-        on_load_failure_callback=on_failure,
-    )
+    extensions: ExtensionManager[Any]
+    if wanted is None:
+        extensions = ExtensionManager(
+            namespace, invoke_on_load=False, on_load_failure_callback=on_failure
+        )
+    else:  # import only the wanted ones
+        extensions = NamedExtensionManager(
+            namespace, list(wanted), invoke_on_load=False, on_load_failure_callback=on_failure
+        )
     for ext in extensions:
-        if wanted is not None and ext.name not in wanted:
-            continue
         plugin_class = ext.plugin
         if not (isinstance(plugin_class, type) and issubclass(plugin_class, base)):
             reason = f"{plugin_class!r} is not a subclass of {base.__name__}"

@@ -10,6 +10,7 @@ blocking the queue (Ceilometer requeued such a poison message forever).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -70,16 +71,36 @@ def parse_body(body: bytes | str, secret: str, received_at: datetime | None = No
     except RejectedMessage as exc:
         parsed.dead_letters.append(DeadLetter(exc.reason, raw_body, received_at))
         return parsed
-    for item in payload:
+    exact: list[Any] | None = None
+    for index, item in enumerate(payload):
         try:
             counter = message_to_counter(item, secret)
         except RejectedMessage as exc:
+            if exc.reason == "bad signature":
+                # orjson reads integers beyond 64 bits as floats, which changes
+                # what was signed; read the body again exactly before refusing it.
+                if exact is None:
+                    exact = _exact_payload(raw_body)
+                if index < len(exact):
+                    try:
+                        parsed.counters.append(message_to_counter(exact[index], secret))
+                        continue
+                    except RejectedMessage:
+                        pass
             parsed.dead_letters.append(
                 DeadLetter(exc.reason, _dump(item), received_at, exc.message_id)
             )
             continue
         parsed.counters.append(counter)
     return parsed
+
+
+def _exact_payload(raw_body: bytes) -> list[Any]:
+    try:
+        payload = decode_envelope(raw_body, loads=json.loads).get("payload")
+    except RejectedMessage:
+        return []
+    return payload if isinstance(payload, list) else [payload]
 
 
 def _dump(item: Any) -> bytes:

@@ -7,7 +7,7 @@ Version 1 is the message itself as JSON; version 2 wraps it as
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -50,7 +50,9 @@ def encode_notification(
     )
 
 
-def decode_envelope(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+def decode_envelope(
+    body: bytes | str | Mapping[str, Any], loads: Callable[[Any], Any] = orjson.loads
+) -> dict[str, Any]:
     """Return the notification inside a v1 or v2 envelope.
 
     Raises :class:`RejectedMessage` for a body that is not JSON, not an object,
@@ -60,8 +62,8 @@ def decode_envelope(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         data: Any = dict(body)
     else:
         try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
+            data = loads(body)
+        except ValueError as exc:  # orjson's and json's decode errors are ValueErrors
             raise RejectedMessage(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RejectedMessage(f"body is a JSON {type(data).__name__}, not an object")
@@ -72,8 +74,8 @@ def decode_envelope(body: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         raise RejectedMessage(f"unsupported oslo envelope version {version!r}")
     inner = data[OSLO_MESSAGE]
     try:
-        message = orjson.loads(inner) if isinstance(inner, (str, bytes)) else inner
-    except orjson.JSONDecodeError as exc:
+        message = loads(inner) if isinstance(inner, (str, bytes)) else inner
+    except ValueError as exc:
         raise RejectedMessage(f"oslo.message is not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise RejectedMessage("oslo.message is not a JSON object")

@@ -198,3 +198,25 @@ def test_memory_bus_end_to_end_drains_on_stop() -> None:
     assert len(stored) == 500
     assert sorted(c.volume for c in stored) == [float(i) for i in range(500)]
     assert len({c.id for c in stored}) == 500
+
+
+def test_integers_beyond_64_bits_are_verified_exactly() -> None:
+    import json
+
+    from nephoscope.signing import compute_signature
+
+    message = signed(counter(1))
+    message["resource_metadata"] = {"huge": 123456789012345678901234567890}
+    message["counter_volume"] = 2**70
+    message["message_signature"] = compute_signature(message, SECRET)
+    envelope = {
+        "oslo.version": "2.0",
+        "oslo.message": json.dumps(
+            {"event_type": "metering", "priority": "SAMPLE", "payload": [message]}
+        ),
+    }
+    parsed = parse_body(json.dumps(envelope).encode(), SECRET)
+    assert parsed.dead_letters == []
+    [stored] = parsed.counters
+    assert stored.volume == 2**70
+    assert stored.resource_metadata["huge"] == 123456789012345678901234567890
