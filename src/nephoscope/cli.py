@@ -7,12 +7,12 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
@@ -373,6 +373,34 @@ def plugins(json: JsonOption = False) -> None:
 
 # -- queries -----------------------------------------------------------------
 
+R = TypeVar("R")
+
+
+def show_query(
+    config: Path | None,
+    json: bool,
+    fetch: Callable[[Store], Sequence[R]],
+    title: str,
+    columns: Sequence[str],
+    row: Callable[[R], Sequence[Any]],
+    *,
+    vertical: bool = False,
+) -> None:
+    """Run one store query and print it as a table, or as JSON lines with ``--json``.
+
+    ``vertical`` shows each result as rows of column name and value.
+    """
+    settings = settings_from(config)
+    with opened_store(settings) as store:
+        found = fetch(store)
+    if json:
+        emit_json(found)
+    elif vertical:
+        for item in found:
+            show_table(title, ["field", "value"], zip(columns, row(item), strict=True))
+    else:
+        show_table(title, columns, (row(item) for item in found))
+
 
 @app.command()
 def meters(
@@ -384,16 +412,14 @@ def meters(
     user: UserOption = None,
 ) -> None:
     """Meters in the store, one row per meter and resource."""
-    settings = settings_from(config)
-    with opened_store(settings) as store:
-        found = store.meters(sample_filter(meter, resource, project, user))
-    if json:
-        emit_json(found)
-        return
-    show_table(
+    query = sample_filter(meter, resource, project, user)
+    show_query(
+        config,
+        json,
+        lambda store: store.meters(query),
         "Meters",
         ["name", "type", "unit", "resource", "project", "user", "source"],
-        ([m.name, m.type, m.unit, m.resource_id, m.project_id, m.user_id, m.source] for m in found),
+        lambda m: [m.name, m.type, m.unit, m.resource_id, m.project_id, m.user_id, m.source],
     )
 
 
@@ -410,28 +436,22 @@ def samples(
     limit: LimitOption = 50,
 ) -> None:
     """Samples, newest first."""
-    settings = settings_from(config)
     query = sample_filter(meter, resource, project, user, since, until)
-    with opened_store(settings) as store:
-        found = store.samples(query, limit=limit)
-    if json:
-        emit_json(found)
-        return
-    show_table(
+    show_query(
+        config,
+        json,
+        lambda store: store.samples(query, limit=limit),
         "Samples",
         ["timestamp", "meter", "volume", "unit", "type", "resource", "project"],
-        (
-            [
-                _when(s.timestamp),
-                s.name,
-                _number(s.volume),
-                s.unit,
-                s.type,
-                s.resource_id,
-                s.project_id,
-            ]
-            for s in found
-        ),
+        lambda s: [
+            _when(s.timestamp),
+            s.name,
+            _number(s.volume),
+            s.unit,
+            s.type,
+            s.resource_id,
+            s.project_id,
+        ],
     )
 
 
@@ -446,26 +466,21 @@ def resources(
     until: UntilOption = None,
 ) -> None:
     """Resources with samples, their owners and when they were seen."""
-    settings = settings_from(config)
-    with opened_store(settings) as store:
-        found = store.resources(sample_filter(meter, None, project, user, since, until))
-    if json:
-        emit_json(found)
-        return
-    show_table(
+    query = sample_filter(meter, None, project, user, since, until)
+    show_query(
+        config,
+        json,
+        lambda store: store.resources(query),
         "Resources",
         ["resource", "project", "user", "first sample", "last sample", "meters"],
-        (
-            [
-                r.resource_id,
-                r.project_id,
-                r.user_id,
-                _when(r.first_sample_timestamp),
-                _when(r.last_sample_timestamp),
-                len(r.meters),
-            ]
-            for r in found
-        ),
+        lambda r: [
+            r.resource_id,
+            r.project_id,
+            r.user_id,
+            _when(r.first_sample_timestamp),
+            _when(r.last_sample_timestamp),
+            len(r.meters),
+        ],
     )
 
 
@@ -484,29 +499,23 @@ def statistics(
     until: UntilOption = None,
 ) -> None:
     """count, min, max, avg and sum of a meter, over the range or per period."""
-    settings = settings_from(config)
     query = sample_filter(meter, resource, project, user, since, until)
-    with opened_store(settings) as store:
-        found = store.statistics(query, period)
-    if json:
-        emit_json(found)
-        return
-    show_table(
+    show_query(
+        config,
+        json,
+        lambda store: store.statistics(query, period),
         f"Statistics of {meter}",
         ["period start", "period end", "count", "min", "max", "avg", "sum", "unit"],
-        (
-            [
-                _when(s.period_start or s.duration_start),
-                _when(s.period_end or s.duration_end),
-                s.count,
-                _number(s.min),
-                _number(s.max),
-                _number(s.avg),
-                _number(s.sum),
-                s.unit,
-            ]
-            for s in found
-        ),
+        lambda s: [
+            _when(s.period_start or s.duration_start),
+            _when(s.period_end or s.duration_end),
+            s.count,
+            _number(s.min),
+            _number(s.max),
+            _number(s.avg),
+            _number(s.sum),
+            s.unit,
+        ],
     )
 
 
@@ -515,43 +524,40 @@ def dead_letters(
     config: ConfigOption = None, json: JsonOption = False, limit: LimitOption = 20
 ) -> None:
     """Messages the collector could not store, with the reason."""
-    settings = settings_from(config)
-    with opened_store(settings) as store:
-        found = store.dead_letters(limit)
-    if json:
-        emit_json(found)
-        return
-    show_table(
+    show_query(
+        config,
+        json,
+        lambda store: store.dead_letters(limit),
         "Dead letters",
         ["received", "reason", "message id", "body"],
-        (
-            [_when(d.received_at), d.reason, d.message_id, d.body[:120].decode("utf-8", "replace")]
-            for d in found
-        ),
+        lambda d: [
+            _when(d.received_at),
+            d.reason,
+            d.message_id,
+            d.body[:120].decode("utf-8", "replace"),
+        ],
     )
 
 
 @app.command()
 def status(config: ConfigOption = None, json: JsonOption = False) -> None:
     """The store: counts, dead letters, freshness, schema revision."""
-    settings = settings_from(config)
-    with opened_store(settings) as store:
-        state = store.status()
-    if json:
-        emit_json([state])
-        return
-    show_table(
+    show_query(
+        config,
+        json,
+        lambda store: [store.status()],
         "Status",
-        ["key", "value"],
-        [
-            ["store", state.url],
-            ["schema revision", state.schema_revision],
-            ["samples", state.samples],
-            ["resources", state.resources],
-            ["dead letters", state.dead_letters],
-            ["last sample", _when(state.last_sample_timestamp)],
-            ["last recorded", _when(state.last_recorded_at)],
+        ["store", "schema", "samples", "resources", "dead letters", "last sample", "last recorded"],
+        lambda state: [
+            state.url,
+            state.schema_revision,
+            state.samples,
+            state.resources,
+            state.dead_letters,
+            _when(state.last_sample_timestamp),
+            _when(state.last_recorded_at),
         ],
+        vertical=True,
     )
 
 
