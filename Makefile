@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test unit integration bench lint format install install-test clean
+.PHONY: run test unit integration bench lint format install install-test libvirt-build-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,26 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(PIP) install -e '.[test,postgresql,dev]'
+	@$(MAKE) --no-print-directory libvirt-build-deps
+	$(PIP) install -e '.[test,postgresql,dev,libvirt]'
 	@touch $@
+
+# libvirt-python has no wheels: pip compiles it against libvirt's headers, found
+# with pkg-config. On Debian/Ubuntu as root, install them when missing.
+libvirt-build-deps:
+	@if ! pkg-config --exists libvirt 2>/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing libvirt-dev and pkg-config (to build libvirt-python)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    log=$$( (apt-get update -qq && apt-get install -y -qq libvirt-dev pkg-config \
+	      $$(command -v cc >/dev/null || echo gcc)) 2>&1 ) || { echo "$$log" >&2; exit 1; }; \
+	  else \
+	    echo "libvirt-python needs libvirt's headers and pkg-config to build: install" \
+	         "libvirt-dev and pkg-config (Debian, Ubuntu) or libvirt-devel and pkgconf" \
+	         "(Fedora), and a C compiler, then run make again" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
 
 install: $(VENV)/.installed
 
@@ -37,6 +55,7 @@ integration: install-test
 
 bench: install-test
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/compute_poll.py
 
 lint: install-test
 	$(BIN)/ruff check src tests bench examples

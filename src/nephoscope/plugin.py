@@ -20,6 +20,7 @@ from stevedore import ExtensionManager, NamedExtensionManager
 from nephoscope.counter import Counter
 
 if TYPE_CHECKING:
+    from nephoscope.compute.inspector import LibvirtInspector
     from nephoscope.config import Settings
     from nephoscope.host.inspector import HostInspector
 
@@ -72,6 +73,9 @@ class Manager(Protocol):
 
     @property
     def host_inspector(self) -> HostInspector: ...
+
+    @property
+    def compute_inspector(self) -> LibvirtInspector: ...
 
 
 @dataclass(slots=True)

@@ -214,6 +214,25 @@ def test_host_pollsters_emit_exactly_the_documented_meters() -> None:
     assert doc_problems(documented(NS_POLL_HOST), declared, emitted) == []
 
 
+def test_compute_pollsters_emit_exactly_the_documented_meters() -> None:
+    from tests.unit.compute.testdriver import Manager, inspector, new_context, settings
+
+    from nephoscope.compute.discovery import discover_instances
+
+    builtin = [ep.name for ep in builtin_entry_points(NS_POLL_COMPUTE)]
+    loaded = load_plugins(NS_POLL_COMPUTE, PollsterBase, names=builtin)
+    assert loaded.plugins and not loaded.failed and not loaded.unusable
+    # libvirt's test driver on tests/fixtures/libvirt/node.xml: one cycle, shared.
+    manager = Manager(inspector(), settings())
+    context = new_context(discover_instances(manager))
+    emitted = {
+        name: list(pollster.get_counters(manager, context))  # type: ignore[arg-type]
+        for name, pollster in loaded.plugins.items()
+    }
+    declared = {name: pollster.meters for name, pollster in loaded.plugins.items()}
+    assert doc_problems(documented(NS_POLL_COMPUTE), declared, emitted) == []
+
+
 def _row(name: str, type_: str = "gauge", unit: str = "KB", plugin: str = "p") -> DocMeter:
     return DocMeter(name, type_, unit, "<host>", "Nephoscope", NS_POLL_HOST, plugin, "d", 1)
 

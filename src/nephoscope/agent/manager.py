@@ -13,6 +13,8 @@ from functools import cached_property
 from typing import Any
 
 from nephoscope.agent.sources import meter_selected, pollster_selected
+from nephoscope.compute.discovery import discover_instances
+from nephoscope.compute.inspector import LibvirtInspector
 from nephoscope.config import PollingSource, Settings
 from nephoscope.counter import Counter
 from nephoscope.host.inspector import HostInspector
@@ -56,6 +58,7 @@ class AgentManager:
         namespaces: Sequence[str] | None = None,
         pollsters: Mapping[str, Mapping[str, PollsterBase]] | None = None,
         host_inspector: HostInspector | None = None,
+        compute_inspector: LibvirtInspector | None = None,
         discoverers: Mapping[str, Callable[[AgentManager], Sequence[Any]]] | None = None,
     ) -> None:
         self._config = config
@@ -72,6 +75,8 @@ class AgentManager:
             )
         if host_inspector is not None:
             self.__dict__["host_inspector"] = host_inspector
+        if compute_inspector is not None:
+            self.__dict__["compute_inspector"] = compute_inspector
         self.loaded: dict[str, LoadedPlugins[PollsterBase]] = {}
         if pollsters is not None:
             # Tests hand in instances instead of installing entry points.
@@ -103,6 +108,12 @@ class AgentManager:
     def host_inspector(self) -> HostInspector:
         return HostInspector()
 
+    @cached_property
+    def compute_inspector(self) -> LibvirtInspector:
+        # libvirt-python is optional and imported here, on first use: without it
+        # this raises PluginUnusable, which leaves the compute pollsters out.
+        return LibvirtInspector(self._config.libvirt.uri)
+
     # -- polling -----------------------------------------------------------------
 
     def discover(self, namespace: str) -> Sequence[Any]:
@@ -110,6 +121,8 @@ class AgentManager:
         discoverer = self._discoverers.get(namespace)
         if discoverer is not None:
             return discoverer(self)
+        if namespace == NS_POLL_COMPUTE:
+            return discover_instances(self)
         return [self._config.host]
 
     def poll(self, source: PollingSource, timestamp: datetime | None = None) -> list[Counter]:
@@ -153,9 +166,13 @@ class AgentManager:
             loaded = self.loaded[namespace]
             loaded.plugins.pop(name, None)
             loaded.unusable[name] = str(exc)
-            if name not in self._unusable_said:
-                self._unusable_said.add(name)
+            # Pollsters that need the same missing piece say so once between them.
+            reason = str(exc)
+            if reason not in self._unusable_said:
+                self._unusable_said.add(reason)
                 LOG.warning("pollster %s is not usable here and is left out: %s", name, exc)
+            else:
+                LOG.debug("pollster %s is left out too: %s", name, exc)
             return []
         except Exception:
             LOG.exception("pollster %s failed this cycle", name)
