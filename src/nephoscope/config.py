@@ -56,8 +56,10 @@ class BusSettings(Section):
     exchange: str = "ceilometer"
     #: Topic; messages go out with routing key ``<topic>.sample`` as oslo.messaging sends them.
     topic: str = "metering"
-    #: oslo.messaging declares exchanges non-durable unless ``amqp_durable_queues`` is set.
-    durable_exchange: bool = False
+    #: Declare the exchange and the queue durable. oslo.messaging declares both with its
+    #: ``amqp_durable_queues`` (false by default): where OpenStack services share them,
+    #: use the same value, or the second declaration fails (406 PRECONDITION_FAILED).
+    durable: bool = True
 
 
 class PublisherSettings(Section):

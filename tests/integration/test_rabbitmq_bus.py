@@ -3,6 +3,7 @@ a change of ``bus.url``."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -66,12 +67,27 @@ def test_counters_cross_rabbitmq_into_the_store(amqp_settings: Settings) -> None
     store.close()
 
 
-def test_exchange_is_declared_as_oslo_messaging_declares_it(amqp_settings: Settings) -> None:
-    # oslo.messaging declares topic exchanges non-durable by default; declaring ours
-    # differently would make the second declaration fail with 406 PRECONDITION_FAILED.
+def test_a_declaration_that_differs_from_openstack_is_explained(
+    amqp_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # oslo.messaging (amqp_durable_queues = false) declared the exchange first;
+    # our durable declaration is refused, and the collector says why and waits.
     with Connection(amqp_settings.bus.url) as conn:
         channel = conn.channel()
-        KombuBus(amqp_settings.bus).exchange.bind(channel).declare()
         channel.exchange_declare(
-            amqp_settings.bus.exchange, "topic", durable=False, auto_delete=False, passive=False
+            amqp_settings.bus.exchange, "topic", durable=False, auto_delete=False
         )
+    assert amqp_settings.bus.durable
+    store = open_store(amqp_settings.store)
+    collector = Collector(amqp_settings, store)
+    stop, ready = threading.Event(), threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop, ready))
+    with caplog.at_level(logging.ERROR):
+        thread.start()
+        assert not ready.wait(3)
+        stop.set()
+        thread.join(30)
+    store.close()
+    assert "must match oslo.messaging's amqp_durable_queues" in caplog.text
+    with Connection(amqp_settings.bus.url) as conn:
+        conn.channel().exchange_delete(amqp_settings.bus.exchange)

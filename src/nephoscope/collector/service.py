@@ -299,7 +299,11 @@ class Collector:
                 self._pending.clear()
                 self._pending_samples = 0
                 self._oldest = None
-                LOG.error("bus connection lost (%s); reconnecting in %.0fs", exc, backoff)
+                LOG.error(
+                    "bus unavailable (%s); trying again in %.0fs",
+                    self.bus.describe_error(exc),
+                    backoff,
+                )
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 

@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from amqp.exceptions import PreconditionFailed
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 from kombu.message import Message
@@ -45,7 +46,7 @@ class KombuBus:
         self.exchange = Exchange(
             settings.exchange,
             type="topic",
-            durable=settings.durable_exchange,
+            durable=settings.durable,
             auto_delete=False,
         )
         self.routing_key = f"{settings.topic}.sample"
@@ -53,7 +54,7 @@ class KombuBus:
             self.routing_key,
             exchange=self.exchange,
             routing_key=self.routing_key,
-            durable=True,
+            durable=settings.durable,
             auto_delete=False,
         )
         self.publisher_id = f"nephoscope.agent.{socket.gethostname()}"
@@ -104,7 +105,7 @@ class KombuBus:
             )
         except Exception as exc:
             self.close()
-            raise PublishError(f"{self.safe_url}: {type(exc).__name__}: {exc}") from exc
+            raise PublishError(f"{self.safe_url}: {self.describe_error(exc)}") from exc
 
     def consumer(
         self, connection: Connection, on_message: Callable[[Message], None], prefetch: int
@@ -129,6 +130,17 @@ class KombuBus:
             bound.declare()
             result = bound.queue_declare(passive=True)
             return int(result.message_count)
+
+    def describe_error(self, exc: BaseException) -> str:
+        """``exc`` in words, with what to change when the broker refused a declaration."""
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, PreconditionFailed):
+            text += (
+                f" (the exchange {self.exchange.name!r} or queue {self.queue.name!r} exists with"
+                f" other settings: bus.durable, now {self.settings.durable}, must match"
+                " oslo.messaging's amqp_durable_queues where OpenStack services share them)"
+            )
+        return text
 
     @property
     def safe_url(self) -> str:

@@ -60,7 +60,13 @@ class Rig:
         start = datetime(2026, 11, 1, tzinfo=UTC)
         counters = (
             Counter(
-                "cpu", "cumulative", "ns", i, "u", f"p{i % 10}", f"r{i % 500}",
+                "cpu",
+                "cumulative",
+                "ns",
+                i,
+                "u",
+                f"p{i % 10}",
+                f"r{i % 500}",
                 start + timedelta(seconds=i),
             )
             for i in range(count)
@@ -78,8 +84,9 @@ class Rig:
     def start_collector(self) -> subprocess.Popen[bytes]:
         log = (self.logs / f"collector-{len(self.processes)}.log").open("wb")
         env = dict(os.environ, NEPHOSCOPE_CONFIG=str(self.config))
-        process = subprocess.Popen([*NEPHOSCOPE, "collector"], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*NEPHOSCOPE, "collector"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes.append(process)
         return process
 
@@ -100,8 +107,9 @@ class Rig:
         deadline = time.monotonic() + seconds
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: {self.stored()} stored\n"
-                                     + self.tail_logs())
+                raise AssertionError(
+                    f"timed out waiting for {what}: {self.stored()} stored\n" + self.tail_logs()
+                )
             time.sleep(0.2)
 
     def tail_logs(self) -> str:
@@ -163,8 +171,12 @@ def test_broker_dropping_connections_loses_nothing(rig: Rig) -> None:
     rig.start_collector()
     rig.publish(N // 2)
     rig.wait_for(lambda: rig.stored() >= N // 10, 120, "the collector to store some")
-    subprocess.run(["rabbitmqctl", "close_all_connections", "nephoscope fault test"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["rabbitmqctl", "close_all_connections", "nephoscope fault test"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     rig.publish(N - N // 2)
     assert_exactly_all(rig)
 
