@@ -583,6 +583,21 @@ def db_upgrade(config: ConfigOption = None) -> None:
     out.print(f"{settings.store.url}: schema at revision {revision}")
 
 
+@db_app.command("expire")
+def db_expire(config: ConfigOption = None, json: JsonOption = False) -> None:
+    """Delete samples older than store.retention allows, now."""
+    settings = settings_from(config)
+    if not settings.store.retention.enabled:
+        out.print("store.retention keeps every sample: nothing to expire")
+        return
+    with opened_store(settings) as store:
+        deleted = store.expire()
+    if json:
+        emit_json([{"expired": deleted}])
+    else:
+        out.print(f"{deleted} sample(s) expired")
+
+
 def main() -> None:
     """Console entry point."""
     try:

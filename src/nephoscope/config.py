@@ -7,13 +7,24 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
+from datetime import timedelta
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import platformdirs
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -77,11 +88,57 @@ class CollectorSettings(Section):
     prefetch: int = Field(default=64, ge=1, le=65_535)
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(value: Any) -> Any:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w`` as a timedelta; anything else unchanged.
+
+    Unchanged values are left to pydantic (seconds, ISO 8601 ``P90D``).
+    """
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(**{_DURATION_UNITS[match[2]]: float(match[1])})
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class RetentionSettings(Section):
+    """How long raw samples are kept; ``null`` keeps them for ever."""
+
+    #: Kept this long unless a pattern in ``meters`` says otherwise.
+    default: Duration | None = None
+    #: Meter name patterns (shell wildcards) and how long their samples are kept;
+    #: the first pattern that matches wins.
+    meters: dict[str, Duration | None] = Field(default_factory=dict)
+    #: Seconds between the collector's passes over expired samples.
+    interval: float = Field(default=3600, gt=0)
+    #: Samples deleted per transaction, so expiry never holds the store for long.
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any samples ever expire."""
+        return self.default is not None or any(p is not None for p in self.meters.values())
+
+    def period_for(self, meter: str) -> timedelta | None:
+        """How long samples of ``meter`` are kept."""
+        for pattern, period in self.meters.items():
+            if fnmatchcase(meter, pattern):
+                return period
+        return self.default
+
+
 class StoreSettings(Section):
     #: SQLAlchemy URL; default a SQLite file under the user's data directory.
     url: str = Field(default="", validate_default=True)
     #: Run pending migrations when a store is opened.
     auto_upgrade: bool = True
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @field_validator("url")
     @classmethod

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -235,3 +236,33 @@ def test_plugins_lists_every_namespace(tmp_path: Path) -> None:
     loaded = {(r["namespace"], r["name"]) for r in rows if r["status"] == "loaded"}
     assert ("nephoscope.poll.host", "cpu_util") in loaded
     assert ("nephoscope.storage", "sqlite") in loaded
+
+
+def test_db_expire_applies_the_retention_policy(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    settings = Settings(
+        metering_secret="cli-test",
+        host="clihost",
+        store={"url": f"sqlite:///{tmp_path / 'cli.db'}"},
+    )
+    store = open_store(settings.store)
+    agent = AgentManager(settings, None)
+    source = settings.polling.sources[0]
+    old = [
+        c.with_id(str(uuid.uuid4()))
+        for c in agent.poll(source, timestamp=datetime.now(UTC) - timedelta(days=3))
+    ]
+    new = [c.with_id(str(uuid.uuid4())) for c in agent.poll(source)]
+    store.write_batch(old + new)
+    store.close()
+    assert "nothing to expire" in run_cli("db", "expire", config=config).stdout
+
+    keep_two_days = tmp_path / "retention.yaml"
+    keep_two_days.write_text(
+        f"store:\n  url: sqlite:///{tmp_path / 'cli.db'}\n  retention:\n    default: 2d\n",
+        encoding="utf-8",
+    )
+    result = json.loads(run_cli("db", "expire", "--json", config=keep_two_days).stdout)
+    assert result == {"expired": len(old)}
+    status = json.loads(run_cli("status", "--json", config=keep_two_days).stdout)
+    assert status["samples"] == len(new)

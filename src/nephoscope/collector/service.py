@@ -126,6 +126,7 @@ class CollectorStats:
     dead_letters: int = 0
     batches: int = 0
     store_errors: int = 0
+    expired: int = 0
 
 
 class _StoreUnavailable(Exception):
@@ -155,6 +156,11 @@ class Collector:
         self._oldest: float | None = None
         self._last_delivery = time.monotonic()
         self._writer: ThreadPoolExecutor | None = None
+        retention = settings.store.retention
+        # Expiry runs in the writer thread between batches, so it never competes
+        # with them for the store.
+        self._expire_every = retention.interval if retention.enabled else None
+        self._next_expiry = time.monotonic()
         self._inflight: tuple[Future[WriteResult], list[_Pending]] | None = None
 
     # -- intake ------------------------------------------------------------
@@ -326,6 +332,18 @@ class Collector:
             self._settle()
         if self._due():
             self._submit()
+        if self._expire_every is not None and time.monotonic() >= self._next_expiry:
+            self._next_expiry = time.monotonic() + self._expire_every
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="collector-writer")
+            self._writer.submit(self._expire)
+
+    def _expire(self) -> None:
+        """Runs in the writer thread."""
+        try:
+            self.stats.expired += self.store.expire()
+        except Exception:
+            LOG.exception("expiring old samples failed; trying again next interval")
 
     def _forget_inflight(self) -> None:
         # The channel is gone: the broker redelivers what was not acknowledged,

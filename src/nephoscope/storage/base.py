@@ -168,6 +168,12 @@ class Store(Protocol):
     def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
         """The newest dead letters."""
 
+    def expire(self, now: datetime | None = None) -> int:
+        """Delete samples older than the retention policy allows; return how many.
+
+        Deletes in bounded transactions, so writers are never held up for long.
+        """
+
     def status(self) -> StoreStatus:
         """Counts and freshness, for ``nephoscope status``."""
 

@@ -235,6 +235,7 @@ class SQLStore:
             # A malformed URL or a database driver that is not installed: say so plainly.
             raise StoreError(f"cannot open the store: {exc}") from exc
         self.dialect_name: str = self.engine.dialect.name
+        self._retention = settings.retention
         # SQLite transactions that write take the lock at BEGIN (see _create_engine).
         self._writer = self.engine.execution_options(**{_WRITE_OPTION: True})
         if self.dialect_name == "sqlite":
@@ -400,7 +401,10 @@ class SQLStore:
                 unique,
             )
         )
-        stored = self._insert_samples.execute(conn, rows)
+        if self.dialect_name == "postgresql":
+            stored = _copy_samples(conn, rows)
+        else:
+            stored = self._insert_samples.execute(conn, rows)
         self._upsert_resources(conn, counters, stamps, metadata_ids)
         return stored
 
@@ -519,6 +523,47 @@ class SQLStore:
             for letter in letters
         ]
         conn.execute(tables.dead_letters.insert(), rows)
+
+    # -- retention ----------------------------------------------------------------------
+
+    def expire(self, now: datetime | None = None) -> int:
+        """Delete samples older than ``store.retention`` allows; return how many.
+
+        Each meter's series are found by name, then their samples older than the
+        cut-off are deleted through the (series, timestamp) index, at most
+        ``retention.batch_size`` per transaction. Series, metadata and resources
+        stay: they are small, and the ids the writers cache remain valid.
+        """
+        policy = self._retention
+        now = now or datetime.now(UTC)
+        with self.engine.connect() as conn:
+            names = conn.execute(sa.select(tables.series.c.name).distinct()).scalars().all()
+        deleted = 0
+        for name in names:
+            period = policy.period_for(name)
+            if period is None:
+                continue
+            cutoff = to_micros(now - period)
+            series = sa.select(tables.series.c.id).where(tables.series.c.name == name)
+            doomed = (
+                sa.select(tables.samples.c.id)
+                .where(
+                    tables.samples.c.series_id.in_(series),
+                    tables.samples.c.timestamp < cutoff,
+                )
+                .limit(policy.batch_size)
+            )
+            while True:
+                with self._writer.begin() as conn:
+                    count = conn.execute(
+                        tables.samples.delete().where(tables.samples.c.id.in_(doomed))
+                    ).rowcount
+                deleted += count
+                if count < policy.batch_size:
+                    break
+        if deleted:
+            LOG.info("expired %d sample(s) past their retention", deleted)
+        return deleted
 
     # -- reading ------------------------------------------------------------------------
 
@@ -875,6 +920,39 @@ class _InsertMany:
         columns = self.columns
         params = [dict(zip(columns, row, strict=True)) for row in rows]
         return len(conn.execute(self.stmt, params).all())
+
+
+_SAMPLE_COLUMNS: Final = "timestamp, volume, batch_id, series_id, metadata_id, message_id"
+
+
+def _copy_samples(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> int:
+    """Insert sample rows on PostgreSQL with COPY; return how many were new.
+
+    COPY cannot skip a duplicate key, so rows are copied into a temporary table
+    and moved with INSERT ... ON CONFLICT DO NOTHING, in message-id order so
+    that concurrent collectors lock index entries in the same order.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_samples ("
+            "timestamp bigint, volume double precision, batch_id bigint, series_id integer,"
+            " metadata_id integer, message_id bytea) ON COMMIT DELETE ROWS"
+        )
+        with cursor.copy(
+            f"COPY incoming_samples ({_SAMPLE_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "float8", "int8", "int4", "int4", "bytea"])
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO samples ({_SAMPLE_COLUMNS}) SELECT {_SAMPLE_COLUMNS}"
+            " FROM incoming_samples ORDER BY message_id ON CONFLICT (message_id) DO NOTHING"
+        )
+        stored = cursor.rowcount
+        cursor.execute("TRUNCATE incoming_samples")
+    return int(stored)
 
 
 def _none_first(value: str | None) -> tuple[bool, str]:

@@ -57,6 +57,11 @@ class RecordingStore:
         self.seen: set[str] = set()
         self.acked_before_commit = False
         self.messages: list[FakeMessage] = []
+        self.expiries: list[threading.Thread] = []
+
+    def expire(self, now: datetime | None = None) -> int:
+        self.expiries.append(threading.current_thread())
+        return 3
 
     def write_batch(
         self, samples: Sequence[Counter], dead_letters: Sequence[DeadLetter] = ()
@@ -220,3 +225,33 @@ def test_integers_beyond_64_bits_are_verified_exactly() -> None:
     [stored] = parsed.counters
     assert stored.volume == 2**70
     assert stored.resource_metadata["huge"] == 123456789012345678901234567890
+
+
+def test_retention_runs_in_the_writer_thread_on_its_interval() -> None:
+    topic = f"t{uuid.uuid4().hex[:8]}"
+    settings = Settings(
+        metering_secret=SECRET,
+        bus={"url": "memory://", "topic": topic},
+        store={"retention": {"default": "30d", "interval": 0.2}},
+    )
+    store = RecordingStore()
+    service = Collector(settings, store)  # type: ignore[arg-type]
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,))
+    thread.start()
+    threading.Event().wait(0.7)
+    stop.set()
+    thread.join(30)
+    assert 2 <= len(store.expiries) <= 5
+    assert all(t.name.startswith("collector-writer") for t in store.expiries)
+    assert service.stats.expired == 3 * len(store.expiries)
+
+
+def test_no_retention_policy_means_no_expiry() -> None:
+    settings = Settings(metering_secret=SECRET, bus={"url": "memory://", "topic": "none"})
+    store = RecordingStore()
+    service = Collector(settings, store)  # type: ignore[arg-type]
+    stop = threading.Event()
+    stop.set()
+    service.run(stop)
+    assert store.expiries == []

@@ -578,3 +578,41 @@ class StoreContract:
         finally:
             bare.close()
         open_store(settings).close()
+
+    # -- retention -------------------------------------------------------------------------
+
+    def test_expire_follows_the_policy_per_meter(self, store_url: str) -> None:
+        retention = {
+            "default": "1h",
+            "meters": {"disk.*": "10m", "instance": None},
+            "batch_size": 7,  # several transactions for one meter
+        }
+        store = open_store(StoreSettings(url=store_url, retention=retention))
+        try:
+            now = at(3600 * 5)
+            ages = [30, 59, 61, 120, 240]  # minutes before now
+            samples = [
+                counter(name, float(age), timestamp=now - timedelta(minutes=age))
+                for name in ("cpu_util", "disk.read.bytes", "instance")
+                for age in ages
+                for _ in range(5)
+            ]
+            assert store.write_batch(samples).stored == len(samples)
+            deleted = store.expire(now)
+            left = store.samples(SampleFilter(), limit=None)
+            kept = sorted({(s.name, round(s.volume)) for s in left})
+            assert kept == sorted(
+                [("cpu_util", 30.0), ("cpu_util", 59.0)]
+                + [("instance", float(age)) for age in ages]
+            )
+            assert deleted == len(samples) - len(left) == 5 * (3 + 5)
+            assert store.expire(now) == 0
+            # Resources and series stay: a new sample of an expired series is stored.
+            assert store.write_batch([counter("disk.read.bytes", 1, timestamp=now)]).stored == 1
+        finally:
+            store.close()
+
+    def test_expire_without_a_policy_keeps_everything(self, store: SQLStore) -> None:
+        store.write_batch([counter(seconds=-(10**8))])
+        assert store.expire() == 0
+        assert store.status().samples == 1
