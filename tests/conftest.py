@@ -38,6 +38,16 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _private_agent_buffer(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A publisher that cannot send keeps samples in its buffer file and sends them
+    # later, wherever its bus then is: tests must never share the user's buffer.
+    path = tmp_path_factory.mktemp("agent-buffer") / "agent-buffer.db"
+    monkeypatch.setenv("NEPHOSCOPE_PUBLISHER__BUFFER__PATH", str(path))
+
+
 @pytest.fixture
 def rabbitmq_url() -> str:
     require_service("RabbitMQ", "127.0.0.1", 5672)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 import threading
@@ -21,11 +20,13 @@ from rich.logging import RichHandler
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from nephoscope.config import ConfigError, Settings, load_settings
+from nephoscope.config import ConfigError, Settings, load_settings, parse_duration
 
 if TYPE_CHECKING:
     from nephoscope.agent import AgentManager
     from nephoscope.messaging.publisher import Publisher
+    from nephoscope.notification import NotificationProcessor
+    from nephoscope.notification.listener import NotificationListener
 from nephoscope.plugin import (
     NAMESPACES,
     LoadedPlugins,
@@ -69,9 +70,6 @@ UntilOption = Annotated[
 ]
 LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, help="Most rows to show.")]
 
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_AGE_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
@@ -103,9 +101,9 @@ def parse_time(value: str | None, option: str) -> datetime | None:
     """An ISO 8601 time (UTC when naive) or an age before now."""
     if value is None:
         return None
-    match = _AGE.match(value.strip())
-    if match:
-        return datetime.now(UTC) - timedelta(**{_AGE_UNITS[match[2]]: float(match[1])})
+    age = parse_duration(value)
+    if isinstance(age, timedelta):
+        return datetime.now(UTC) - age
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -245,9 +243,13 @@ def run(config: ConfigOption = None) -> None:
         )
         consumer.start()
         ready.wait(10)
+        notifications = _notification_listener(settings, publisher, store)
         sources = ", ".join(f"{s.name} every {s.interval:g}s" for s in settings.polling.sources)
         out.print(f"[bold]Nephoscope[/] metering [cyan]{settings.host}[/] ({sources})")
         out.print(f"  bus:   {collector.bus.safe_url}")
+        if notifications is not None:
+            listener = notifications[2]
+            out.print(f"  notifications: {listener.safe_url} ({listener.describe()})")
         out.print(f"  store: {settings.store.url}")
         out.print("  query: nephoscope samples --meter hardware.cpu.util   (Ctrl-C stops)")
         _stop_on_signals(agent_stop)
@@ -255,6 +257,9 @@ def run(config: ConfigOption = None) -> None:
             agent.run(agent_stop)
         finally:
             agent_stop.set()
+            if notifications is not None:
+                notifications[1].set()
+                notifications[0].join()
             publisher.close()
             collector_stop.set()
             consumer.join()
@@ -307,6 +312,164 @@ def collector(config: ConfigOption = None) -> None:
         _stop_on_signals(stop)
         out.print(f"collector: {service.bus.safe_url} -> {settings.store.url}")
         service.run(stop)
+
+
+def _notification_processor(
+    settings: Settings, extra: Sequence[Path] = (), *, log_problems: bool = True
+) -> NotificationProcessor:
+    """The notification plugins and definitions, or stop naming the bad definition (status 2)."""
+    from nephoscope.notification import DefinitionError, build_processor
+
+    if extra:
+        section = settings.notifications
+        settings = settings.model_copy(
+            update={
+                "notifications": section.model_copy(
+                    update={"definitions": [*section.definitions, *extra]}
+                )
+            }
+        )
+    try:
+        return build_processor(settings, log_problems=log_problems)
+    except DefinitionError as exc:
+        fail(f"bad meter definitions: {exc}")
+
+
+def _notification_listener(
+    settings: Settings, publisher: Publisher, store: Store
+) -> tuple[threading.Thread, threading.Event, NotificationListener] | None:
+    """For `run`: the notification listener in a thread, when notifications.enabled is set.
+
+    On the embedded bus its dead letters go to the store's dead-letter table.
+    """
+    if not settings.notifications.enabled:
+        return None
+    from nephoscope.notification.listener import (
+        NotificationBusError,
+        NotificationListener,
+        StoreDeadLetters,
+    )
+
+    processor = _notification_processor(settings)
+    embedded = (settings.notifications.url or settings.bus.url).startswith("memory:")
+    listener = NotificationListener(
+        settings,
+        processor,
+        publisher,
+        dead_letters=StoreDeadLetters(store) if embedded else None,
+    )
+    stop, ready = threading.Event(), threading.Event()
+
+    def listen() -> None:
+        try:
+            listener.run(stop, ready)
+        except NotificationBusError as exc:
+            LOG.error("notification listener stopped: %s", exc)
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=listen, name="notification-listener")
+    thread.start()
+    ready.wait(10)
+    return thread, stop, listener
+
+
+@app.command()
+def notifications(
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="Notifications, one JSON envelope (oslo v1 or v2) a line; - reads standard input."
+        ),
+    ],
+    config: ConfigOption = None,
+    definitions: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--definitions",
+            "-d",
+            help="A meters.yaml to use besides notifications.definitions; repeatable.",
+        ),
+    ] = None,
+) -> None:
+    """Turn notifications into counters, printed as JSON lines; nothing is sent or stored.
+
+    A line that cannot be metered is reported on standard error with its number;
+    the exit status is 0 unless the file cannot be read (2).
+    """
+    settings = settings_from(config)
+    # Each problem is reported with its line below: the processor need not log it too.
+    processor = _notification_processor(settings, definitions or (), log_problems=False)
+    try:
+        stream = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        fail(f"{file}: cannot read: {exc.strerror or exc}")
+
+    def report(number: int, text: str) -> None:
+        sys.stderr.write(f"line {number}: {text}\n")
+
+    lines = counters = bad = 0
+    try:
+        with stream:
+            for number, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                lines += 1
+                outcome = processor.process_body(line)
+                counters += len(outcome.counters)
+                emit_json(
+                    c.as_dict() | {"event_type": outcome.event_type} for c in outcome.counters
+                )
+                for problem in outcome.problems:
+                    bad += 1
+                    report(number, problem)
+                if outcome.status == "ignored":
+                    report(
+                        number,
+                        f"priority {outcome.priority} is not metered ({outcome.event_type})",
+                    )
+                elif outcome.status == "unhandled":
+                    report(number, f"no plugin or definition meters {outcome.event_type}")
+    except OSError as exc:
+        fail(f"{file}: cannot read: {exc.strerror or exc}")
+    if bad:
+        sys.stderr.write(f"{lines} notification(s), {counters} counter(s), {bad} problem(s)\n")
+
+
+@app.command("notification-agent")
+def notification_agent(config: ConfigOption = None) -> None:
+    """Listen for OpenStack notifications and publish their counters to the bus."""
+    from nephoscope.notification.listener import NotificationBusError, NotificationListener
+
+    settings = settings_from(config)
+    _warn_defaults(settings)
+    processor = _notification_processor(settings)
+    publisher = _publisher(settings)
+    listener = NotificationListener(settings, processor, publisher)
+    if listener.url.startswith("memory:"):
+        LOG.warning(
+            "the notification bus is memory://: nothing outside this process can notify on "
+            "it; set notifications.url (or bus.url) to the RabbitMQ of your cloud, or use "
+            "`nephoscope run` with notifications.enabled"
+        )
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    out.print(
+        f"notification agent: {listener.safe_url} ({listener.describe()}) "
+        f"-> {publisher.destination}"
+    )
+    try:
+        listener.run(stop)
+    except NotificationBusError as exc:
+        fail(str(exc))
+    finally:
+        publisher.close()
+    stats = listener.stats
+    out.print(
+        f"stopped: {stats.received} notification(s), {stats.counters} counter(s) published, "
+        f"{stats.dead_lettered} dead-lettered, {stats.ignored} ignored, "
+        f"{stats.unhandled} not metered"
+    )
 
 
 @app.command()
@@ -541,24 +704,81 @@ def dead_letters(
 
 @app.command()
 def status(config: ConfigOption = None, json: JsonOption = False) -> None:
-    """The store: counts, dead letters, freshness, schema revision."""
-    show_query(
-        config,
-        json,
-        lambda store: [store.status()],
-        "Status",
-        ["store", "schema", "samples", "resources", "dead letters", "last sample", "last recorded"],
-        lambda state: [
-            state.url,
-            state.schema_revision,
-            state.samples,
-            state.resources,
-            state.dead_letters,
-            _when(state.last_sample_timestamp),
-            _when(state.last_recorded_at),
-        ],
-        vertical=True,
-    )
+    """Is everything reachable, what is waiting, what was refused, how fresh is the data.
+
+    Exits with status 1 when the bus or the store cannot be reached.
+    """
+    from nephoscope.messaging.bus import KombuBus
+    from nephoscope.messaging.spool import Spool
+    from nephoscope.storage import StoreError, open_store
+
+    settings = settings_from(config)
+    report: dict[str, Any] = {}
+    healthy = True
+    bus = KombuBus(settings.bus)
+    report["bus"] = bus.safe_url
+    if settings.bus.url.startswith("memory:"):
+        report["bus_reachable"] = None  # in-process: only the running process sees it
+        report["queue_depth"] = None
+    else:
+        try:
+            report["queue_depth"] = bus.queue_depth()
+            report["bus_reachable"] = True
+        except Exception as exc:
+            report["bus_reachable"] = False
+            report["bus_error"] = bus.describe_error(exc)
+            healthy = False
+    buffer = settings.publisher.buffer
+    assert buffer.path is not None
+    spool = Spool(buffer.path, buffer.max_samples)
+    report["agent_buffered"], report["agent_dropped"] = spool.counts()
+    spool.close()
+    try:
+        store = open_store(settings.store)
+    except StoreError as exc:
+        report["store_reachable"] = False
+        report["store_error"] = str(exc)
+        healthy = False
+    else:
+        try:
+            state = store.status()
+            report.update(
+                store=state.url,
+                store_reachable=True,
+                schema_revision=state.schema_revision,
+                samples=state.samples,
+                resources=state.resources,
+                dead_letters=state.dead_letters,
+                last_sample_timestamp=state.last_sample_timestamp,
+                last_recorded_at=state.last_recorded_at,
+            )
+        except SQLAlchemyError as exc:
+            report["store_reachable"] = False
+            report["store_error"] = f"{type(exc).__name__}: {exc}"
+            healthy = False
+        finally:
+            store.close()
+    if json:
+        emit_json([report])
+    else:
+        show_table(
+            "Status",
+            ["field", "value"],
+            (
+                [key.replace("_", " "), _when(v) if isinstance(v, datetime) else _show(v)]
+                for key, v in report.items()
+            ),
+        )
+    if not healthy:
+        raise typer.Exit(1)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    return str(value)
 
 
 @db_app.command("upgrade")

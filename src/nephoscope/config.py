@@ -73,9 +73,24 @@ class BusSettings(Section):
     durable: bool = True
 
 
+class BufferSettings(Section):
+    """Where the agent keeps what the bus did not take, until it does."""
+
+    #: Most samples kept; past it the oldest are dropped (and counted).
+    max_samples: int = Field(default=100_000, ge=1)
+    #: The buffer file (SQLite); default ``agent-buffer.db`` in the user data directory.
+    path: Path | None = Field(default=None, validate_default=True)
+
+    @field_validator("path")
+    @classmethod
+    def _default_path(cls, value: Path | None) -> Path:
+        return value or data_dir() / "agent-buffer.db"
+
+
 class PublisherSettings(Section):
     #: Meter messages per bus message.
     batch_size: int = Field(default=500, ge=1, le=100_000)
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
 
 
 class CollectorSettings(Section):
@@ -216,6 +231,13 @@ class ComputeSettings(Section):
     default_user: str | None = None
 
 
+OsloPriority = Literal["audit", "debug", "info", "warn", "error", "critical", "sample"]
+
+
+def _metered_priorities() -> list[OsloPriority]:
+    return ["info", "sample"]
+
+
 class NotificationSettings(Section):
     exchanges: list[str] = Field(
         default_factory=lambda: ["nova", "cinder", "glance", "neutron", "openstack"]
@@ -223,6 +245,26 @@ class NotificationSettings(Section):
     topics: list[str] = Field(default_factory=lambda: ["notifications"])
     #: Meter definition files (Ceilometer ``meters.yaml`` format).
     definitions: list[Path] = Field(default_factory=list)
+    #: Load the definitions Nephoscope ships before ``definitions`` (which may redefine them).
+    shipped_definitions: bool = True
+    #: ``nephoscope run`` also runs the notification listener.
+    enabled: bool = False
+    #: kombu URL of the bus the services notify on; empty: ``bus.url``.
+    url: str = ""
+    #: Priorities whose queues (``<topic>.<priority>``) are consumed; only info and
+    #: sample are metered, the others are acknowledged and counted.
+    priorities: list[OsloPriority] = Field(default_factory=_metered_priorities, min_length=1)
+    #: oslo.messaging listener pool: when set, one queue of this name instead of
+    #: ``<topic>.<priority>`` (to receive every notification beside another consumer).
+    pool: str | None = Field(default=None, min_length=1)
+    #: Declare the exchanges and queues durable, as oslo.messaging's ``amqp_durable_queues``.
+    durable: bool = False
+    #: Unacknowledged notifications the listener holds at once.
+    prefetch: int = Field(default=256, ge=1, le=65_535)
+    #: Seconds a partial batch of counters may wait before it is published.
+    batch_timeout: float = Field(default=0.5, gt=0, le=60)
+    #: Dead letters go to the queue ``<queue><suffix>`` on RabbitMQ; empty: logged and dropped.
+    dead_letter_suffix: str = ".dead"
 
 
 class Settings(BaseSettings):

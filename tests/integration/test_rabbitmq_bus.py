@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from kombu import Connection
 
+from nephoscope.agent import AgentManager
 from nephoscope.collector import Collector
 from nephoscope.config import Settings
 from nephoscope.counter import Counter
@@ -91,3 +92,80 @@ def test_a_declaration_that_differs_from_openstack_is_explained(
     assert "must match oslo.messaging's amqp_durable_queues" in caplog.text
     with Connection(amqp_settings.bus.url) as conn:
         conn.channel().exchange_delete(amqp_settings.bus.exchange)
+
+
+def test_agent_buffers_while_rabbitmq_is_away_and_a_restart_sends_it(
+    amqp_settings: Settings,
+) -> None:
+    unreachable = amqp_settings.model_copy(
+        update={
+            "bus": amqp_settings.bus.model_copy(update={"url": "amqp://guest:guest@127.0.0.1:1//"})
+        }
+    )
+    agent = AgentManager(unreachable, Publisher(unreachable))
+    source = unreachable.polling.sources[0]
+    assert agent.poll_and_publish(source) == 0
+    assert agent.poll_and_publish(source) == 0, "polling goes on while the bus is away"
+    assert agent.publisher is not None
+    waiting, dropped = agent.publisher.spool.counts()
+    assert waiting > 20 and dropped == 0
+    agent.publisher.close()
+
+    # The agent restarts with the broker back: its buffer goes first.
+    publisher = Publisher(amqp_settings)
+    assert publisher.flush()
+    publisher.close()
+    store = open_store(amqp_settings.store)
+    collector = Collector(amqp_settings, store)
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while collector.stats.stored < waiting and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(30)
+    assert collector.stats.stored == waiting
+    store.close()
+
+
+def test_status_reports_bus_queue_buffer_and_store(amqp_settings: Settings, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    bus = amqp_settings.bus
+    config = tmp_path / "status.yaml"
+    config.write_text(
+        f"metering_secret: amqp-test\nbus:\n  url: '{bus.url}'\n  exchange: {bus.exchange}\n"
+        f"  topic: {bus.topic}\nstore:\n  url: '{amqp_settings.store.url}'\n",
+        encoding="utf-8",
+    )
+    publisher = Publisher(amqp_settings)
+    now = datetime.now(UTC)
+    publisher.publish(
+        [Counter("cpu", "cumulative", "ns", i, None, "p", "r", now) for i in range(1200)]
+    )  # three bus messages of 500, 500, 200
+    publisher.close()
+
+    def status(*extra_env: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, NEPHOSCOPE_CONFIG=str(config), **dict(extra_env))
+        return subprocess.run(
+            [sys.executable, "-m", "nephoscope", "status", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    ok = status()
+    assert ok.returncode == 0, ok.stderr
+    report = json.loads(ok.stdout)
+    assert report["bus_reachable"] is True and report["queue_depth"] == 3
+    assert report["store_reachable"] is True and report["samples"] == 0
+    assert report["agent_buffered"] == 0 and report["agent_dropped"] == 0
+
+    down = status(("NEPHOSCOPE_BUS__URL", "amqp://guest:guest@127.0.0.1:1//"))
+    assert down.returncode == 1
+    assert json.loads(down.stdout)["bus_reachable"] is False

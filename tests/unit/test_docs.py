@@ -33,7 +33,7 @@ EXAMPLE_CODE = EXAMPLE / "src" / "nephoscope_example" / "uptime.py"
 EXAMPLE_PYPROJECT = EXAMPLE / "pyproject.toml"
 
 #: Keys whose default is computed when the settings load; the doc describes it in words.
-COMPUTED_DEFAULTS = frozenset({"host", "store.url"})
+COMPUTED_DEFAULTS = frozenset({"host", "store.url", "publisher.buffer.path"})
 #: Keys the sample file sets to something other than the default (the doc says so).
 SAMPLE_NOT_DEFAULT = frozenset({"metering_secret"})
 #: The YAML block that must fail to load, and the console block quoting its error.

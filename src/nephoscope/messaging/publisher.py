@@ -16,6 +16,7 @@ from uuid_utils import uuid7
 from nephoscope.config import ConfigError, Settings
 from nephoscope.counter import Counter
 from nephoscope.messaging.meter import counter_to_message
+from nephoscope.messaging.spool import Spool
 from nephoscope.plugin import NS_PUBLISHER
 
 __all__ = ["Publisher", "Sink", "load_sink"]
@@ -47,17 +48,27 @@ def load_sink(settings: Settings) -> Sink:
 
 
 class Publisher:
-    """Thread-safe: polling sources running side by side share one publisher."""
+    """Signs counters and sends them; keeps what the bus does not take.
+
+    When a batch cannot be sent it goes to the buffer (:class:`Spool`), and so
+    does everything after it until the buffer has been sent again, oldest
+    first, so samples reach the collector in the order they were taken.
+    Thread-safe: polling sources running side by side share one publisher.
+    """
 
     def __init__(self, settings: Settings, sink: Sink | None = None) -> None:
         self._secret = settings.metering_secret
         self._batch_size = settings.publisher.batch_size
         self._sink = sink if sink is not None else load_sink(settings)
+        buffer = settings.publisher.buffer
+        assert buffer.path is not None  # given a default by the settings
+        self.spool = Spool(buffer.path, buffer.max_samples)
         #: Where counters go, for people (no password).
         self.destination: str = getattr(self._sink, "safe_url", type(self._sink).__name__)
         self._lock = threading.Lock()
         self.sent = 0
         self.failed = 0
+        self.dropped = 0
 
     def prepare(self, counters: Iterable[Counter]) -> list[dict[str, Any]]:
         """Signed meter messages for ``counters``; those without an id get a new one.
@@ -77,24 +88,75 @@ class Publisher:
         return messages
 
     def publish(self, counters: Iterable[Counter]) -> int:
-        """Sign and send ``counters``; return how many were sent.
+        """Sign and send ``counters``; return how many were sent now.
 
-        Raises the sink's error when a batch could not be sent; batches sent
-        before it stay sent.
+        What the bus does not take is buffered, never raised: it is sent by a
+        later call, after what was buffered before it.
         """
         messages = self.prepare(counters)
         size = self._batch_size
+        batches = [messages[i : i + size] for i in range(0, len(messages), size)]
+        sent = 0
         with self._lock:
-            for start in range(0, len(messages), size):
-                batch = messages[start : start + size]
+            if not self._send_buffered():
+                self._buffer(batches, "the bus is still unavailable")
+                return 0
+            for index, batch in enumerate(batches):
                 try:
                     self._sink.send(batch)
-                except Exception:
-                    self.failed += len(messages) - start
-                    raise
-                self.sent += len(batch)
-        return len(messages)
+                except Exception as exc:
+                    self._buffer(batches[index:], str(exc))
+                    break
+                sent += len(batch)
+        self.sent += sent
+        return sent
+
+    def flush(self) -> bool:
+        """Try to send what is buffered; True when nothing is left."""
+        with self._lock:
+            return self._send_buffered()
+
+    def _send_buffered(self) -> bool:
+        replayed = 0
+        while (oldest := self.spool.oldest()) is not None:
+            batch_id, batch = oldest
+            try:
+                self._sink.send(batch)
+            except Exception:
+                if replayed:
+                    LOG.info("sent %d buffered sample(s) before the bus failed again", replayed)
+                return False
+            self.spool.remove(batch_id)
+            replayed += len(batch)
+        if replayed:
+            self.sent += replayed
+            LOG.warning("bus back: sent %d buffered sample(s)", replayed)
+        return True
+
+    def _buffer(self, batches: list[list[dict[str, Any]]], reason: str) -> None:
+        count = sum(len(b) for b in batches)
+        if not count:
+            return
+        dropped = self.spool.push(batches)
+        self.dropped += dropped
+        pending, _ = self.spool.counts()
+        LOG.warning(
+            "bus unavailable (%s): %d sample(s) buffered in %s, %d waiting",
+            reason,
+            count,
+            self.spool.path,
+            pending,
+        )
+        if dropped:
+            LOG.error(
+                "agent buffer full (publisher.buffer.max_samples = %d): dropped the %d oldest"
+                " sample(s), %d in all",
+                self.spool.max_samples,
+                dropped,
+                self.dropped,
+            )
 
     def close(self) -> None:
         with self._lock:
             self._sink.close()
+            self.spool.close()

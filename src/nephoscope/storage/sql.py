@@ -248,7 +248,6 @@ class SQLStore:
         self._series_ids: _Cache[SeriesKey] = _Cache(CACHE_LIMIT)
         self._metadata_ids: _Cache[bytes] = _Cache(CACHE_LIMIT)
         self._positional: bool = self.engine.dialect.positional
-        self._select_stored: dict[int, str] = {}
         self._upsert_resources_many = _InsertMany(
             self.engine.dialect,
             self._build_resources_upsert(),
@@ -315,9 +314,8 @@ class SQLStore:
         new_metadata: dict[bytes, int] = {}
         stored = 0
         with self._writer.begin() as conn:
-            if unique:
-                for key in self._stored_keys(conn, list(unique)):
-                    del unique[key]
+            # Samples stored before (a redelivered batch) are skipped by the insert's
+            # ON CONFLICT DO NOTHING, which also counts exactly the rows it stored.
             if unique:
                 stored = self._write_samples(conn, unique, new_series, new_metadata)
             if dead_letters:
@@ -330,36 +328,6 @@ class SQLStore:
             duplicates=len(samples) - stored,
             dead_letters=len(dead_letters),
         )
-
-    def _stored_keys(self, conn: sa.Connection, keys: list[bytes]) -> set[bytes]:
-        """Which of ``keys`` (encoded message ids) are stored already."""
-        found: set[bytes] = set()
-        for chunk in _chunks(keys, self._in_chunk):
-            if self._positional:
-                # Padded to a power of two (repeats are harmless in IN) so that a
-                # handful of SQL strings serve every batch size.
-                size = 1 << (len(chunk) - 1).bit_length()
-                params = (*chunk, *([chunk[-1]] * (size - len(chunk))))
-                rows = conn.exec_driver_sql(self._select_stored_sql(size), params)
-            else:
-                query = sa.select(tables.samples.c.message_id).where(
-                    tables.samples.c.message_id.in_(chunk)
-                )
-                rows = conn.execute(query)
-            found.update(bytes(raw) for (raw,) in rows)
-        return found
-
-    def _select_stored_sql(self, size: int) -> str:
-        sql = self._select_stored.get(size)
-        if sql is None:
-            query = sa.select(tables.samples.c.message_id).where(
-                tables.samples.c.message_id.in_([b""] * size)
-            )
-            compiled = query.compile(
-                dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True}
-            )
-            sql = self._select_stored[size] = str(compiled)
-        return sql
 
     def _write_samples(
         self,
