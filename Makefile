@@ -56,6 +56,7 @@ integration: install-test
 bench: install-test
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/compute_poll.py
+	$(BIN)/python bench/notifications.py
 
 lint: install-test
 	$(BIN)/ruff check src tests bench examples

@@ -28,7 +28,7 @@ from nephoscope.messaging.bus import KombuBus
 from nephoscope.messaging.publisher import Publisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ingest import make_counters  # noqa: E402  (the same realistic host samples)
+from ingest import make_counters
 
 RESULTS = Path(__file__).resolve().parent / "results"
 AMQP = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
@@ -56,8 +56,12 @@ def one_run(counters: list, collectors: int, workdir: Path) -> dict[str, float]:
     )
     env = dict(os.environ, NEPHOSCOPE_CONFIG=str(config))
     # Create the schema first, so the collectors' start-up is not timed.
-    subprocess.run([sys.executable, "-m", "nephoscope", "db", "upgrade"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "nephoscope", "db", "upgrade"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     engine = sa.create_engine(store_url)
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -70,8 +74,12 @@ def one_run(counters: list, collectors: int, workdir: Path) -> dict[str, float]:
         began = time.perf_counter()
         for _ in range(collectors):
             processes.append(
-                subprocess.Popen([sys.executable, "-m", "nephoscope", "collector"], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.Popen(
+                    [sys.executable, "-m", "nephoscope", "collector"],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
         stored = 0
         while stored < len(counters):
@@ -107,8 +115,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     counters = make_counters(args.samples, 200)
-    summary: dict[str, object] = {"benchmark": "transport", "when": datetime.now(UTC).isoformat(),
-                                  "samples": args.samples, "cpus": os.cpu_count()}
+    summary: dict[str, object] = {
+        "benchmark": "transport",
+        "when": datetime.now(UTC).isoformat(),
+        "samples": args.samples,
+        "cpus": os.cpu_count(),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for collectors in (1, 2):
             runs = [one_run(counters, collectors, Path(tmp)) for _ in range(args.runs)]
@@ -116,14 +128,18 @@ def main() -> int:
             pubs = [r["publisher_samples_per_second"] for r in runs]
             summary[f"{collectors}_collector"] = {"runs": runs, "median": statistics.median(rates)}
             summary.setdefault("publisher_samples_per_second", statistics.median(pubs))
-            print(f"{collectors} collector(s): {statistics.median(rates):,.0f} samples/s "
-                  f"(runs {', '.join(f'{r:,.0f}' for r in rates)}); publisher "
-                  f"{statistics.median(pubs):,.0f} samples/s")
+            print(
+                f"{collectors} collector(s): {statistics.median(rates):,.0f} samples/s "
+                f"(runs {', '.join(f'{r:,.0f}' for r in rates)}); publisher "
+                f"{statistics.median(pubs):,.0f} samples/s"
+            )
     one = summary["1_collector"]["median"]  # type: ignore[index]
     two = summary["2_collector"]["median"]  # type: ignore[index]
     summary["scaling"] = two / one
-    print(f"two collectors / one: {two / one:.2f}x; targets: one >= 30,000/s, "
-          f"two >= 1.6x, publisher >= 50,000/s")
+    print(
+        f"two collectors / one: {two / one:.2f}x; targets: one >= 30,000/s, "
+        f"two >= 1.6x, publisher >= 50,000/s"
+    )
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"transport-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,11 @@ import pytest
 from nephoscope.counter import TYPES, Counter
 from nephoscope.plugin import (
     NAMESPACES,
+    NS_NOTIFICATION,
     NS_POLL_CENTRAL,
     NS_POLL_COMPUTE,
     NS_POLL_HOST,
+    NotificationBase,
     PollsterBase,
     load_plugins,
 )
@@ -231,6 +233,49 @@ def test_compute_pollsters_emit_exactly_the_documented_meters() -> None:
     }
     declared = {name: pollster.meters for name, pollster in loaded.plugins.items()}
     assert doc_problems(documented(NS_POLL_COMPUTE), declared, emitted) == []
+
+
+#: The Plugin column of meters produced by the shipped meter definitions.
+DEFINITIONS_PLUGIN = "meters.yaml"
+
+
+def test_notification_meters_are_documented_both_ways() -> None:
+    """Every meter the built-in notification plugins and the shipped definitions can
+    produce has its row, and every row is produced by a recorded-style notification."""
+    from tests.unit.notification.helpers import fixture_paths, load
+
+    from nephoscope.notification import NotificationProcessor, load_definitions
+
+    builtin = [ep.name for ep in builtin_entry_points(NS_NOTIFICATION)]
+    loaded = load_plugins(NS_NOTIFICATION, NotificationBase, names=builtin)
+    assert loaded.plugins and not loaded.failed and not loaded.unusable
+    definitions = load_definitions()
+    declared: dict[str, list[str]] = {
+        name: list(getattr(plugin, "meters", ())) for name, plugin in loaded.plugins.items()
+    }
+    for name, meters in declared.items():
+        assert meters, f"notification plugin {name} declares no meters"
+    # Definitions that read their meter name from the notification declare nothing:
+    # what they emit from the fixtures is checked instead.
+    declared[DEFINITIONS_PLUGIN] = [d.fixed_name for d in definitions if d.fixed_name]
+    producers = {
+        **{name: NotificationProcessor({name: plugin}) for name, plugin in loaded.plugins.items()},
+        DEFINITIONS_PLUGIN: NotificationProcessor({}, definitions),
+    }
+    emitted: dict[str, list[Counter]] = {name: [] for name in producers}
+    for path in fixture_paths():
+        for name, producer in producers.items():
+            outcome = producer.process(load(path.stem))
+            assert not outcome.problems, (path.name, outcome.problems)
+            emitted[name].extend(outcome.counters)
+    # The flavor meters stand in the table as one row, `instance:<flavor name>`.
+    flavors = [c for c in emitted["instance"] if c.name.startswith("instance:")]
+    assert flavors
+    emitted["instance"] = [
+        replace(c, name="instance:<flavor name>") if c in flavors else c
+        for c in emitted["instance"]
+    ]
+    assert doc_problems(documented(NS_NOTIFICATION), declared, emitted) == []
 
 
 def _row(name: str, type_: str = "gauge", unit: str = "KB", plugin: str = "p") -> DocMeter:
