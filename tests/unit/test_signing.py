@@ -80,3 +80,25 @@ def test_signature_survives_a_json_round_trip(message: dict, secret: str) -> Non
     message = dict(message)
     message["message_signature"] = compute_signature(message, secret)
     assert verify_signature(json.loads(json.dumps(message)), secret)
+
+
+@pytest.mark.parametrize("vector", _vectors()[:10], ids=lambda v: v["message"]["message_id"][:8])
+def test_json_values_path_gives_the_same_signatures(vector: dict) -> None:
+    for _ in range(2):  # the second time from the metadata cache
+        assert (
+            compute_signature(vector["message"], vector["secret"], json_values=True)
+            == vector["signature"]
+        )
+
+
+def test_without_the_json_promise_look_alike_values_sign_differently() -> None:
+    import enum
+
+    class Colour(enum.Enum):
+        RED = "red"
+
+    message = _vectors()[0]["message"]
+    base = dict(message, resource_metadata={"colour": "red"})
+    odd = dict(message, resource_metadata={"colour": Colour.RED})
+    compute_signature(base, "k", json_values=True)  # cache the JSON look-alike
+    assert compute_signature(odd, "k") != compute_signature(base, "k")

@@ -84,7 +84,7 @@ def counter_to_message(
         "message_id": message_id,
         "monotonic_time": None,
     }
-    message[SIGNATURE_FIELD] = compute_signature(message, secret)
+    message[SIGNATURE_FIELD] = compute_signature(message, secret, json_values=True)
     return message
 
 
@@ -131,7 +131,7 @@ def message_to_counter(message: Any, secret: str) -> Counter:
     message_id = message.get("message_id")
     if type(message_id) is not str or not message_id:
         raise RejectedMessage("message_id: missing or not a string")
-    if not verify_signature(message, secret):
+    if not verify_signature(message, secret, json_values=True):
         reason = "bad signature" if SIGNATURE_FIELD in message else "no message_signature"
         raise RejectedMessage(reason, message_id)
     get = message.get
