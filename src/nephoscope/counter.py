@@ -16,6 +16,7 @@ __all__ = [
     "Counter",
     "CounterType",
     "InvalidCounter",
+    "Meter",
 ]
 
 CounterType = Literal["cumulative", "gauge", "delta"]
@@ -118,3 +119,37 @@ class Counter:
     def with_id(self, message_id: str) -> Counter:
         """Return a copy carrying ``message_id``."""
         return replace(self, id=message_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """A meter's fixed facts, spelt once so that every counter of it agrees."""
+
+    name: str
+    type: CounterType
+    unit: str
+    source: str = "openstack"
+
+    def counter(
+        self,
+        volume: int | float,
+        resource_id: str,
+        timestamp: datetime,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        user_id: str | None = None,
+        project_id: str | None = None,
+    ) -> Counter:
+        """A counter of this meter."""
+        return Counter(
+            name=self.name,
+            type=self.type,
+            unit=self.unit,
+            volume=volume,
+            user_id=user_id,
+            project_id=project_id,
+            resource_id=resource_id,
+            timestamp=timestamp,
+            resource_metadata={} if metadata is None else metadata,
+            source=self.source,
+        )

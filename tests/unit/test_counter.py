@@ -65,3 +65,23 @@ def test_timestamps_are_kept_in_utc() -> None:
 
 def test_as_dict_is_json_ready() -> None:
     assert make().as_dict()["timestamp"] == "2026-11-26T12:00:00+00:00"
+
+
+def test_meter_spells_name_type_unit_and_source_once() -> None:
+    from nephoscope.counter import Meter
+
+    used = Meter("hardware.memory.used", "gauge", "KB", source="hardware")
+    counter = used.counter(42, "host1", NOW, {"host": "host1"}, project_id="p")
+    assert (counter.name, counter.type, counter.unit, counter.source) == (
+        "hardware.memory.used",
+        "gauge",
+        "KB",
+        "hardware",
+    )
+    assert (counter.volume, counter.resource_id, counter.project_id, counter.user_id) == (
+        42,
+        "host1",
+        "p",
+        None,
+    )
+    assert Meter("cpu", "cumulative", "ns").counter(1, "r", NOW).resource_metadata == {}

@@ -16,13 +16,12 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from nephoscope.compute.discovery import Instance
 from nephoscope.compute.inspector import InstanceStats, LibvirtInspector
-from nephoscope.counter import TYPE_CUMULATIVE, TYPE_GAUGE, Counter, CounterType
+from nephoscope.counter import TYPE_CUMULATIVE, TYPE_GAUGE, Counter, Meter
 from nephoscope.host.inspector import cached
 from nephoscope.plugin import Manager, PollingContext, PollsterBase
 
@@ -33,7 +32,6 @@ __all__ = [
     "DiskInfoPollster",
     "InstancePollster",
     "MemoryStatsPollster",
-    "Meter",
     "NetworkPollster",
 ]
 
@@ -44,34 +42,23 @@ _STATS: Final = "compute.stats"
 _KIB_PER_MB: Final = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Meter:
-    """A meter's fixed facts, so each is spelt once and every counter agrees with it."""
-
-    name: str
-    type: CounterType
-    unit: str
-
-    def counter(
-        self,
-        volume: int | float,
-        instance: Instance,
-        timestamp: datetime,
-        resource_id: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Counter:
-        """A counter of this meter about ``instance``, owned by the instance's owner."""
-        return Counter(
-            name=self.name,
-            type=self.type,
-            unit=self.unit,
-            volume=volume,
-            user_id=instance.user_id,
-            project_id=instance.project_id,
-            resource_id=resource_id or instance.id,
-            timestamp=timestamp,
-            resource_metadata=instance.metadata if metadata is None else metadata,
-        )
+def _about(
+    meter: Meter,
+    volume: int | float,
+    instance: Instance,
+    timestamp: datetime,
+    resource_id: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Counter:
+    """A counter of ``meter`` about ``instance``, owned by the instance's owner."""
+    return meter.counter(
+        volume,
+        resource_id or instance.id,
+        timestamp,
+        instance.metadata if metadata is None else metadata,
+        user_id=instance.user_id,
+        project_id=instance.project_id,
+    )
 
 
 INSTANCE = Meter("instance", TYPE_GAUGE, "instance")
@@ -172,9 +159,9 @@ class InstancePollster(ComputePollster):
         self, instance: Instance, stats: InstanceStats | None, timestamp: datetime
     ) -> list[Counter]:
         return [
-            INSTANCE.counter(1, instance, timestamp),
-            VCPUS.counter(instance.vcpus, instance, timestamp),
-            MEMORY.counter(instance.memory_mb, instance, timestamp),
+            _about(INSTANCE, 1, instance, timestamp),
+            _about(VCPUS, instance.vcpus, instance, timestamp),
+            _about(MEMORY, instance.memory_mb, instance, timestamp),
         ]
 
 
@@ -189,7 +176,7 @@ class CPUPollster(ComputePollster):
         if stats is None:
             return []
         metadata = {**instance.metadata, "cpu_number": stats.cpu.vcpus}
-        return [CPU.counter(stats.cpu.time_ns, instance, timestamp, metadata=metadata)]
+        return [_about(CPU, stats.cpu.time_ns, instance, timestamp, metadata=metadata)]
 
 
 class MemoryStatsPollster(ComputePollster):
@@ -211,11 +198,11 @@ class MemoryStatsPollster(ComputePollster):
             return []
         counters = []
         if memory.used is not None:
-            counters.append(MEMORY_USAGE.counter(_mb(memory.used), instance, timestamp))
+            counters.append(_about(MEMORY_USAGE, _mb(memory.used), instance, timestamp))
         if memory.rss is not None:
-            counters.append(MEMORY_RESIDENT.counter(_mb(memory.rss), instance, timestamp))
+            counters.append(_about(MEMORY_RESIDENT, _mb(memory.rss), instance, timestamp))
         if memory.available is not None:
-            counters.append(MEMORY_AVAILABLE.counter(_mb(memory.available), instance, timestamp))
+            counters.append(_about(MEMORY_AVAILABLE, _mb(memory.available), instance, timestamp))
         return counters
 
 
@@ -254,7 +241,7 @@ class DiskIOPollster(ComputePollster):
                 (DEVICE_READ_REQUESTS, disk.read_requests),
                 (DEVICE_WRITE_REQUESTS, disk.write_requests),
             ):
-                counters.append(meter.counter(volume, instance, timestamp, resource_id, metadata))
+                counters.append(_about(meter, volume, instance, timestamp, resource_id, metadata))
         if stats.disks and stats.disks_complete:
             metadata = {**instance.metadata, "device": [d.device for d in stats.disks]}
             for meter, volume in (
@@ -263,7 +250,7 @@ class DiskIOPollster(ComputePollster):
                 (READ_REQUESTS, sum(d.read_requests for d in stats.disks)),
                 (WRITE_REQUESTS, sum(d.write_requests for d in stats.disks)),
             ):
-                counters.append(meter.counter(volume, instance, timestamp, metadata=metadata))
+                counters.append(_about(meter, volume, instance, timestamp, metadata=metadata))
         return counters
 
 
@@ -285,7 +272,7 @@ class DiskInfoPollster(ComputePollster):
                 (DEVICE_CAPACITY, disk.capacity),
                 (DEVICE_ALLOCATION, disk.allocation),
             ):
-                counters.append(meter.counter(volume, instance, timestamp, resource_id, metadata))
+                counters.append(_about(meter, volume, instance, timestamp, resource_id, metadata))
         return counters
 
 
@@ -336,5 +323,5 @@ class NetworkPollster(ComputePollster):
                 (NET_IN_ERROR, vnic.rx_errors),
                 (NET_OUT_ERROR, vnic.tx_errors),
             ):
-                counters.append(meter.counter(volume, instance, timestamp, resource_id, metadata))
+                counters.append(_about(meter, volume, instance, timestamp, resource_id, metadata))
         return counters

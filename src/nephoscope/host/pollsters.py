@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, ClassVar, Final, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import ClassVar, Final, TypeVar
 
-from nephoscope.counter import TYPE_CUMULATIVE, TYPE_GAUGE, Counter, CounterType
+from nephoscope.counter import TYPE_CUMULATIVE, TYPE_GAUGE, Counter, Meter
 from nephoscope.host.inspector import CpuTimes, DiskIO, Filesystem, NicIO, cached
 from nephoscope.plugin import Manager, PollingContext, PollsterBase
 
@@ -43,65 +41,35 @@ _KB: Final = 1024
 _NS: Final = 1_000_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Meter:
-    """A meter's fixed facts, so each is spelt once and every counter agrees with it."""
-
-    name: str
-    type: CounterType
-    unit: str
-
-    def counter(
-        self,
-        volume: int | float,
-        resource_id: str,
-        timestamp: datetime,
-        metadata: Mapping[str, Any],
-    ) -> Counter:
-        """A counter of this meter; host meters have no user or project."""
-        return Counter(
-            name=self.name,
-            type=self.type,
-            unit=self.unit,
-            volume=volume,
-            user_id=None,
-            project_id=None,
-            resource_id=resource_id,
-            timestamp=timestamp,
-            resource_metadata=metadata,
-            source=SOURCE,
-        )
-
-
-CPU_TIME = Meter("hardware.cpu.time", TYPE_CUMULATIVE, "ns")
-CPU_COUNT = Meter("hardware.cpu.count", TYPE_GAUGE, "cpu")
-CPU_UTIL = Meter("hardware.cpu.util", TYPE_GAUGE, "%")
-CPU_IDLE = Meter("hardware.system_stats.cpu.idle", TYPE_GAUGE, "%")
-LOAD_1 = Meter("hardware.cpu.load.1min", TYPE_GAUGE, "process")
-LOAD_5 = Meter("hardware.cpu.load.5min", TYPE_GAUGE, "process")
-LOAD_15 = Meter("hardware.cpu.load.15min", TYPE_GAUGE, "process")
-MEMORY_TOTAL = Meter("hardware.memory.total", TYPE_GAUGE, "KB")
-MEMORY_USED = Meter("hardware.memory.used", TYPE_GAUGE, "KB")
-MEMORY_AVAIL = Meter("hardware.memory.avail", TYPE_GAUGE, "KB")
-MEMORY_BUFFER = Meter("hardware.memory.buffer", TYPE_GAUGE, "KB")
-MEMORY_CACHED = Meter("hardware.memory.cached", TYPE_GAUGE, "KB")
-SWAP_TOTAL = Meter("hardware.memory.swap.total", TYPE_GAUGE, "KB")
-SWAP_AVAIL = Meter("hardware.memory.swap.avail", TYPE_GAUGE, "KB")
-SWAP_USED = Meter("hardware.memory.swap.used", TYPE_GAUGE, "KB")
-DISK_READ_BYTES = Meter("hardware.disk.read.bytes", TYPE_CUMULATIVE, "B")
-DISK_WRITE_BYTES = Meter("hardware.disk.write.bytes", TYPE_CUMULATIVE, "B")
-DISK_READ_REQUESTS = Meter("hardware.disk.read.requests", TYPE_CUMULATIVE, "requests")
-DISK_WRITE_REQUESTS = Meter("hardware.disk.write.requests", TYPE_CUMULATIVE, "requests")
-DISK_SIZE_TOTAL = Meter("hardware.disk.size.total", TYPE_GAUGE, "KB")
-DISK_SIZE_USED = Meter("hardware.disk.size.used", TYPE_GAUGE, "KB")
-NET_IN_BYTES = Meter("hardware.network.incoming.bytes", TYPE_CUMULATIVE, "B")
-NET_OUT_BYTES = Meter("hardware.network.outgoing.bytes", TYPE_CUMULATIVE, "B")
-NET_IN_PACKETS = Meter("hardware.network.incoming.packets", TYPE_CUMULATIVE, "packet")
-NET_OUT_PACKETS = Meter("hardware.network.outgoing.packets", TYPE_CUMULATIVE, "packet")
-NET_IN_ERRORS = Meter("hardware.network.incoming.errors", TYPE_CUMULATIVE, "packet")
-NET_OUT_ERRORS = Meter("hardware.network.outgoing.errors", TYPE_CUMULATIVE, "packet")
-NET_IN_DROP = Meter("hardware.network.incoming.packets.drop", TYPE_CUMULATIVE, "packet")
-NET_OUT_DROP = Meter("hardware.network.outgoing.packets.drop", TYPE_CUMULATIVE, "packet")
+CPU_TIME = Meter("hardware.cpu.time", TYPE_CUMULATIVE, "ns", SOURCE)
+CPU_COUNT = Meter("hardware.cpu.count", TYPE_GAUGE, "cpu", SOURCE)
+CPU_UTIL = Meter("hardware.cpu.util", TYPE_GAUGE, "%", SOURCE)
+CPU_IDLE = Meter("hardware.system_stats.cpu.idle", TYPE_GAUGE, "%", SOURCE)
+LOAD_1 = Meter("hardware.cpu.load.1min", TYPE_GAUGE, "process", SOURCE)
+LOAD_5 = Meter("hardware.cpu.load.5min", TYPE_GAUGE, "process", SOURCE)
+LOAD_15 = Meter("hardware.cpu.load.15min", TYPE_GAUGE, "process", SOURCE)
+MEMORY_TOTAL = Meter("hardware.memory.total", TYPE_GAUGE, "KB", SOURCE)
+MEMORY_USED = Meter("hardware.memory.used", TYPE_GAUGE, "KB", SOURCE)
+MEMORY_AVAIL = Meter("hardware.memory.avail", TYPE_GAUGE, "KB", SOURCE)
+MEMORY_BUFFER = Meter("hardware.memory.buffer", TYPE_GAUGE, "KB", SOURCE)
+MEMORY_CACHED = Meter("hardware.memory.cached", TYPE_GAUGE, "KB", SOURCE)
+SWAP_TOTAL = Meter("hardware.memory.swap.total", TYPE_GAUGE, "KB", SOURCE)
+SWAP_AVAIL = Meter("hardware.memory.swap.avail", TYPE_GAUGE, "KB", SOURCE)
+SWAP_USED = Meter("hardware.memory.swap.used", TYPE_GAUGE, "KB", SOURCE)
+DISK_READ_BYTES = Meter("hardware.disk.read.bytes", TYPE_CUMULATIVE, "B", SOURCE)
+DISK_WRITE_BYTES = Meter("hardware.disk.write.bytes", TYPE_CUMULATIVE, "B", SOURCE)
+DISK_READ_REQUESTS = Meter("hardware.disk.read.requests", TYPE_CUMULATIVE, "requests", SOURCE)
+DISK_WRITE_REQUESTS = Meter("hardware.disk.write.requests", TYPE_CUMULATIVE, "requests", SOURCE)
+DISK_SIZE_TOTAL = Meter("hardware.disk.size.total", TYPE_GAUGE, "KB", SOURCE)
+DISK_SIZE_USED = Meter("hardware.disk.size.used", TYPE_GAUGE, "KB", SOURCE)
+NET_IN_BYTES = Meter("hardware.network.incoming.bytes", TYPE_CUMULATIVE, "B", SOURCE)
+NET_OUT_BYTES = Meter("hardware.network.outgoing.bytes", TYPE_CUMULATIVE, "B", SOURCE)
+NET_IN_PACKETS = Meter("hardware.network.incoming.packets", TYPE_CUMULATIVE, "packet", SOURCE)
+NET_OUT_PACKETS = Meter("hardware.network.outgoing.packets", TYPE_CUMULATIVE, "packet", SOURCE)
+NET_IN_ERRORS = Meter("hardware.network.incoming.errors", TYPE_CUMULATIVE, "packet", SOURCE)
+NET_OUT_ERRORS = Meter("hardware.network.outgoing.errors", TYPE_CUMULATIVE, "packet", SOURCE)
+NET_IN_DROP = Meter("hardware.network.incoming.packets.drop", TYPE_CUMULATIVE, "packet", SOURCE)
+NET_OUT_DROP = Meter("hardware.network.outgoing.packets.drop", TYPE_CUMULATIVE, "packet", SOURCE)
 
 # Keys of the per-cycle cache: one psutil read per cycle, whichever pollster asks first.
 _CPU_TIMES: Final = "host.cpu_times"
