@@ -57,6 +57,7 @@ bench: install-test
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/compute_poll.py
 	$(BIN)/python bench/notifications.py
+	$(BIN)/python bench/api.py
 	$(BIN)/python bench/transport.py
 
 lint: install-test

@@ -24,6 +24,7 @@ from nephoscope.config import ConfigError, Settings, load_settings, parse_durati
 
 if TYPE_CHECKING:
     from nephoscope.agent import AgentManager
+    from nephoscope.api.server import ApiServer
     from nephoscope.messaging.publisher import Publisher
     from nephoscope.notification import NotificationProcessor
     from nephoscope.notification.listener import NotificationListener
@@ -225,14 +226,70 @@ def _agent(
         fail(str(exc))
 
 
+def _api_server(settings: Settings, store: Store) -> ApiServer:
+    from nephoscope.api.server import ApiServer
+
+    try:
+        return ApiServer(settings, store)
+    except ConfigError as exc:
+        fail(f"bad configuration: {exc}")
+
+
+def _start_api(settings: Settings, store: Store) -> ApiServer | None:
+    """The API in a thread for ``run``; a problem with it is said, and metering goes on."""
+    from nephoscope.api.server import ApiServer
+
+    if settings.api.auth != "none" and settings.api.tokens is None:
+        LOG.warning("HTTP API not served: set api.tokens (or api.auth: none) to serve it")
+        return None
+    try:
+        server = ApiServer(settings, store)
+        server.start()
+    except (ConfigError, RuntimeError, OSError) as exc:
+        LOG.error("HTTP API not served: %s", exc)
+        return None
+    return server
+
+
+@app.command()
+def api(
+    config: ConfigOption = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Server processes sharing the port.")
+    ] = 1,
+) -> None:
+    """Serve the HTTP query API (Ceilometer v2 compatible) on api.host:api.port."""
+    settings = settings_from(config)
+    if workers > 1:
+        from nephoscope.api.server import serve_workers
+
+        out.print(
+            f"[bold]Nephoscope API[/] on [cyan]http://{settings.api.host}:{settings.api.port}[/] "
+            f"({workers} workers; auth: {settings.api.auth}; Ctrl-C stops)"
+        )
+        try:
+            serve_workers(settings, str(config.resolve()) if config else None, workers)
+        except ConfigError as exc:
+            fail(f"bad configuration: {exc}")
+        return
+    with opened_store(settings) as store:
+        server = _api_server(settings, store)
+        out.print(
+            f"[bold]Nephoscope API[/] on [cyan]{server.url}[/] "
+            f"(auth: {settings.api.auth}; store: {settings.store.url}; Ctrl-C stops)"
+        )
+        server.serve()
+
+
 @app.command()
 def run(config: ConfigOption = None) -> None:
-    """Agent and collector in one process: meter this host into the store."""
+    """Agent, collector and HTTP API in one process: meter this host into the store."""
     from nephoscope.collector import Collector
 
     settings = settings_from(config)
     _warn_defaults(settings)
     with opened_store(settings) as store:
+        api_server = _start_api(settings, store)
         collector = Collector(settings, store)
         publisher = _publisher(settings)
         agent = _agent(settings, publisher, None)
@@ -251,6 +308,8 @@ def run(config: ConfigOption = None) -> None:
             listener = notifications[2]
             out.print(f"  notifications: {listener.safe_url} ({listener.describe()})")
         out.print(f"  store: {settings.store.url}")
+        if api_server is not None:
+            out.print(f"  api:   {api_server.url}/v2 (auth: {settings.api.auth})")
         out.print("  query: nephoscope samples --meter hardware.cpu.util   (Ctrl-C stops)")
         _stop_on_signals(agent_stop)
         try:
@@ -263,6 +322,8 @@ def run(config: ConfigOption = None) -> None:
             publisher.close()
             collector_stop.set()
             consumer.join()
+            if api_server is not None:
+                api_server.stop()
         stats = collector.stats
         out.print(
             f"stopped: {stats.stored} sample(s) stored, {stats.duplicates} duplicate(s), "

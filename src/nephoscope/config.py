@@ -217,8 +217,17 @@ class PollingSettings(Section):
 
 
 class ApiSettings(Section):
+    """The HTTP query API (Ceilometer v2 compatible)."""
+
+    #: Address the API listens on.
     host: str = "127.0.0.1"
+    #: Its port (Ceilometer's).
     port: int = Field(default=8777, ge=1, le=65_535)
+    #: ``keystone-less``: every request carries an ``X-Auth-Token`` found in ``tokens``;
+    #: ``none``: no authentication, every caller is an admin (a single-user install).
+    auth: Literal["keystone-less", "none"] = "keystone-less"
+    #: YAML token file: token -> ``project_id``, ``user_id``, ``roles`` (``admin`` sees all).
+    tokens: Path | None = None
 
 
 class LibvirtSettings(Section):

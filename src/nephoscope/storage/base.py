@@ -10,7 +10,14 @@ from typing import Any, Protocol
 from nephoscope.counter import Counter
 
 __all__ = [
+    "AGGREGATE_FUNCTIONS",
+    "CARDINALITY_FIELDS",
+    "GROUPBY_FIELDS",
+    "Aggregate",
+    "Condition",
     "DeadLetter",
+    "Expression",
+    "Junction",
     "MeterInfo",
     "ResourceInfo",
     "SampleFilter",
@@ -42,9 +49,33 @@ class WriteResult:
     dead_letters: int
 
 
+#: Statistics functions a store computes (Ceilometer's ``aggregate.func``).
+AGGREGATE_FUNCTIONS: tuple[str, ...] = (
+    "avg",
+    "sum",
+    "min",
+    "max",
+    "count",
+    "stddev",
+    "cardinality",
+)
+#: Fields ``cardinality`` counts the distinct values of (its ``aggregate.param``).
+CARDINALITY_FIELDS: tuple[str, ...] = ("resource_id", "user_id", "project_id", "source")
+#: Fields statistics may be grouped by, besides ``metadata.<key>`` (dotted for nested keys).
+GROUPBY_FIELDS: tuple[str, ...] = ("user_id", "project_id", "resource_id", "source")
+
+#: One aggregate asked of ``statistics``: function and parameter (``cardinality`` only).
+Aggregate = tuple[str, str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class SampleFilter:
-    """Which samples a query is about. ``since`` is inclusive, ``until`` exclusive."""
+    """Which samples a query is about. ``since`` is inclusive, ``until`` exclusive.
+
+    ``metadata`` holds (key, value) pairs a sample's resource metadata must
+    equal, a nested key dotted (``image.name``); a value keeps its JSON type
+    (``"1"`` does not match ``1``).
+    """
 
     meter: str | None = None
     resource_id: str | None = None
@@ -53,6 +84,46 @@ class SampleFilter:
     source: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    message_id: str | None = None
+    metadata: tuple[tuple[str, str | int | float | bool], ...] = ()
+
+
+#: Fields a :class:`Condition` may test, besides ``metadata.<key>``.
+CONDITION_FIELDS: tuple[str, ...] = (
+    "meter",
+    "type",
+    "unit",
+    "resource_id",
+    "project_id",
+    "user_id",
+    "source",
+    "message_id",
+    "timestamp",
+    "volume",
+)
+#: Operators of a :class:`Condition` (``in`` takes a sequence, ``like`` SQL wildcards).
+CONDITION_OPERATORS: tuple[str, ...] = ("=", "!=", "<", "<=", ">", ">=", "in", "like")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``field op value``: a timestamp value is a datetime, a volume a number."""
+
+    field: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Junction:
+    """``and``/``or`` of its operands, or ``not`` of its one operand."""
+
+    op: str
+    operands: tuple[Condition | Junction, ...]
+
+
+#: A complex query's filter (Ceilometer's ``/v2/query/samples``).
+Expression = Condition | Junction
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +184,8 @@ class Statistic:
     period_start: datetime | None = None
     period_end: datetime | None = None
     groupby: Mapping[str, Any] = field(default_factory=dict)
+    #: The aggregates asked for, by name (``cardinality/resource_id`` for a parameter).
+    aggregate: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +226,19 @@ class Store(Protocol):
         counted as a duplicate and not stored again.
         """
 
-    def samples(self, query: SampleFilter, limit: int | None = 100) -> list[StoredSample]:
-        """Samples matching ``query``, newest first."""
+    def samples(
+        self,
+        query: SampleFilter,
+        limit: int | None = 100,
+        *,
+        where: Expression | None = None,
+        orderby: Sequence[tuple[str, bool]] = (),
+    ) -> list[StoredSample]:
+        """Samples matching ``query`` (and ``where``), newest first.
+
+        ``orderby`` lists (field, descending) pairs of :data:`CONDITION_FIELDS`
+        (``message_id`` excepted) to sort by instead.
+        """
 
     def meters(self, query: SampleFilter) -> list[MeterInfo]:
         """Distinct meter/resource pairs matching ``query``."""
@@ -162,8 +246,18 @@ class Store(Protocol):
     def resources(self, query: SampleFilter) -> list[ResourceInfo]:
         """Resources with samples matching ``query``."""
 
-    def statistics(self, query: SampleFilter, period: int | None = None) -> list[Statistic]:
-        """count/min/max/sum/avg of ``query.meter`` per ``period`` seconds (or over the range)."""
+    def statistics(
+        self,
+        query: SampleFilter,
+        period: int | None = None,
+        groupby: Sequence[str] = (),
+        aggregates: Sequence[Aggregate] = (),
+    ) -> list[Statistic]:
+        """count/min/max/sum/avg of ``query.meter`` per ``period`` seconds (or over the range).
+
+        ``groupby`` names :data:`GROUPBY_FIELDS` or ``metadata.<key>``; ``aggregates``
+        adds :data:`AGGREGATE_FUNCTIONS` to each statistic's ``aggregate``.
+        """
 
     def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
         """The newest dead letters."""

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 import sqlite3
 import threading
@@ -36,7 +37,15 @@ from nephoscope.counter import Counter
 from nephoscope.storage import StoreError
 from nephoscope.storage import schema as tables
 from nephoscope.storage.base import (
+    AGGREGATE_FUNCTIONS,
+    CARDINALITY_FIELDS,
+    CONDITION_FIELDS,
+    CONDITION_OPERATORS,
+    GROUPBY_FIELDS,
+    Aggregate,
+    Condition,
     DeadLetter,
+    Expression,
     MeterInfo,
     ResourceInfo,
     SampleFilter,
@@ -535,8 +544,25 @@ class SQLStore:
 
     # -- reading ------------------------------------------------------------------------
 
-    def samples(self, query: SampleFilter, limit: int | None = 100) -> list[StoredSample]:
-        """Samples matching ``query``, newest first; ``limit=None`` returns all."""
+    def samples(
+        self,
+        query: SampleFilter,
+        limit: int | None = 100,
+        *,
+        where: Expression | None = None,
+        orderby: Sequence[tuple[str, bool]] = (),
+    ) -> list[StoredSample]:
+        """Samples matching ``query`` and ``where``, newest first; ``limit=None`` returns all.
+
+        Raises ValueError for a field or operator ``where`` or ``orderby`` cannot use.
+        """
+        extra = [] if where is None else [self._expression(where)]
+        order: list[sa.ColumnElement[Any]] = []
+        for name, descending in orderby:
+            if name not in CONDITION_FIELDS or name == "message_id":
+                raise ValueError(f"cannot order by {name!r}")
+            column = _condition_column(name)
+            order.append(column.desc() if descending else column.asc())
         stmt = (
             sa.select(
                 tables.samples.c.message_id,
@@ -560,8 +586,13 @@ class SQLStore:
                     tables.metadata_bodies.c.id == tables.samples.c.metadata_id,
                 )
             )
-            .where(*_series_conditions(query), *_time_conditions(query))
-            .order_by(tables.samples.c.timestamp.desc(), tables.samples.c.id.desc())
+            .where(
+                *_series_conditions(query),
+                *_time_conditions(query),
+                *self._metadata_conditions(query, tables.metadata_bodies.c.body),
+                *extra,
+            )
+            .order_by(*order, tables.samples.c.timestamp.desc(), tables.samples.c.id.desc())
         )
         if limit is not None:
             stmt = stmt.limit(limit)
@@ -608,7 +639,7 @@ class SQLStore:
             tables.series.c.user_id,
             tables.series.c.project_id,
             tables.series.c.source,
-        ).where(*_series_conditions(query), _has_samples(query))
+        ).where(*_series_conditions(query), self._has_samples(query))
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         found = {MeterInfo(*row) for row in rows}
@@ -651,7 +682,7 @@ class SQLStore:
                     tables.metadata_bodies.c.id == tables.resources.c.metadata_id,
                 )
             )
-            .where(*_series_conditions(query), _has_samples(query))
+            .where(*_series_conditions(query), self._has_samples(query))
         )
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
@@ -674,39 +705,68 @@ class SQLStore:
             for resource_id, row in sorted(rows_by_resource.items())
         ]
 
-    def statistics(self, query: SampleFilter, period: int | None = None) -> list[Statistic]:
+    def statistics(
+        self,
+        query: SampleFilter,
+        period: int | None = None,
+        groupby: Sequence[str] = (),
+        aggregates: Sequence[Aggregate] = (),
+    ) -> list[Statistic]:
         """count/min/max/sum/avg of ``query.meter``, per unit, over ``period``-second buckets.
 
         Buckets start at ``query.since`` or else at the first matching sample; only
         buckets holding samples are returned, oldest first. Without a period there
         is one bucket spanning the first to the last sample, as in Ceilometer.
+        ``groupby`` splits each bucket by the named fields (``metadata.<key>`` for
+        resource metadata); ``aggregates`` adds the asked functions (``stddev`` is
+        the population standard deviation, ``cardinality`` counts the distinct
+        values of its parameter) to each statistic's ``aggregate``.
         """
         if query.meter is None:
             raise ValueError("statistics needs a meter")
         if period is not None and period <= 0:
             raise ValueError(f"period must be a positive number of seconds, not {period}")
-        source = tables.samples.join(
+        group_columns = [self._group_column(name) for name in groupby]
+        wanted = list(dict.fromkeys(aggregates))
+        volume = tables.samples.c.volume
+        extra: list[sa.ColumnElement[Any]] = []
+        for func, param in wanted:
+            if func not in AGGREGATE_FUNCTIONS:
+                raise ValueError(f"unknown aggregate function {func!r}")
+            if func == "cardinality":
+                if param not in CARDINALITY_FIELDS:
+                    raise ValueError(
+                        f"cardinality needs a parameter among {', '.join(CARDINALITY_FIELDS)}"
+                    )
+                extra.append(sa.func.count(sa.distinct(tables.series.c[param])))
+            elif func == "stddev":
+                # Population standard deviation from sums, as SQLite has no stddev.
+                extra.append(sa.func.avg(volume * volume))
+        source: sa.FromClause = tables.samples.join(
             tables.series, tables.series.c.id == tables.samples.c.series_id
         )
-        conditions = [*_series_conditions(query), *_time_conditions(query)]
-        aggregates = (
+        if query.metadata or any(name.startswith("metadata.") for name in groupby):
+            source = source.join(
+                tables.metadata_bodies,
+                tables.metadata_bodies.c.id == tables.samples.c.metadata_id,
+            )
+        conditions = [
+            *_series_conditions(query),
+            *_time_conditions(query),
+            *self._metadata_conditions(query, tables.metadata_bodies.c.body),
+        ]
+        aggregates_sql = (
             sa.func.count(tables.samples.c.id),
-            sa.func.min(tables.samples.c.volume),
-            sa.func.max(tables.samples.c.volume),
-            sa.func.sum(tables.samples.c.volume),
-            sa.func.avg(tables.samples.c.volume),
+            sa.func.min(volume),
+            sa.func.max(volume),
+            sa.func.sum(volume),
+            sa.func.avg(volume),
             sa.func.min(tables.samples.c.timestamp),
             sa.func.max(tables.samples.c.timestamp),
         )
         with self.engine.connect() as conn:
             if not period:
-                stmt = (
-                    sa.select(tables.series.c.unit, sa.literal(0), *aggregates)
-                    .select_from(source)
-                    .where(*conditions)
-                    .group_by(tables.series.c.unit)
-                )
-                rows = conn.execute(stmt).all()
+                bucket: sa.ColumnElement[Any] = sa.literal(0)
                 start = 0
             else:
                 if query.since is not None:
@@ -721,17 +781,21 @@ class SQLStore:
                         return []
                     start = int(first)
                 bucket = (tables.samples.c.timestamp - start) // (period * 1_000_000)
-                stmt = (
-                    sa.select(tables.series.c.unit, bucket, *aggregates)
-                    .select_from(source)
-                    .where(*conditions)
-                    .group_by(tables.series.c.unit, bucket)
-                )
-                rows = conn.execute(stmt).all()
+            keys = [tables.series.c.unit, *([bucket] if period else []), *group_columns]
+            stmt = (
+                sa.select(tables.series.c.unit, bucket, *group_columns, *aggregates_sql, *extra)
+                .select_from(source)
+                .where(*conditions)
+                .group_by(*keys)
+            )
+            rows = conn.execute(stmt).all()
+        n_groups = len(group_columns)
         stats = []
-        for unit, index, count, low, high, total, mean, first_us, last_us in sorted(
-            rows, key=lambda r: (r[1], r[0])
-        ):
+        for row in sorted(rows, key=lambda r: (r[1], r[0], *map(_sort_key, r[2 : 2 + n_groups]))):
+            unit, index = row[0], row[1]
+            groups = row[2 : 2 + n_groups]
+            count, low, high, total, mean, first_us, last_us = row[2 + n_groups : 9 + n_groups]
+            computed = iter(row[9 + n_groups :])
             if not count:
                 continue
             first_at, last_at = from_micros(first_us), from_micros(last_us)
@@ -740,6 +804,17 @@ class SQLStore:
                 period_end = period_start + timedelta(seconds=period)
             else:
                 period_start, period_end = first_at, last_at
+            aggregate: dict[str, float] = {}
+            for func, param in wanted:
+                if func == "cardinality":
+                    aggregate[f"cardinality/{param}"] = float(next(computed))
+                elif func == "stddev":
+                    mean_square = float(next(computed))
+                    aggregate["stddev"] = math.sqrt(max(0.0, mean_square - float(mean) ** 2))
+                else:
+                    aggregate[func] = float(
+                        {"avg": mean, "sum": total, "min": low, "max": high, "count": count}[func]
+                    )
             stats.append(
                 Statistic(
                     unit=unit,
@@ -753,9 +828,167 @@ class SQLStore:
                     period=period or 0,
                     period_start=period_start,
                     period_end=period_end,
+                    groupby={
+                        name: _group_value(value)
+                        for name, value in zip(groupby, groups, strict=True)
+                    },
+                    aggregate=aggregate,
                 )
             )
         return stats
+
+    # -- metadata queries -----------------------------------------------------------------
+
+    def _metadata_path(self, body: sa.ColumnElement[Any], key: str) -> sa.ColumnElement[Any]:
+        """The value at dotted ``key`` of a JSON metadata ``body``, as text on PostgreSQL."""
+        parts = _metadata_key(key)
+        if self.dialect_name == "postgresql":
+            return sa.cast(body, postgresql.JSONB).op("#>>")(
+                sa.cast(sa.literal(parts, postgresql.ARRAY(sa.Text())), postgresql.ARRAY(sa.Text()))
+            )
+        path = "$" + "".join(f'."{part}"' for part in parts)
+        return sa.func.json_extract(body, path)
+
+    def _metadata_conditions(
+        self, query: SampleFilter, body: sa.ColumnElement[Any]
+    ) -> list[sa.ColumnElement[bool]]:
+        conditions: list[sa.ColumnElement[bool]] = []
+        for key, value in query.metadata:
+            parts = _metadata_key(key)
+            if self.dialect_name == "postgresql":
+                # jsonb equality: numbers by value (1 = 1.0), strings never equal numbers.
+                found = sa.cast(body, postgresql.JSONB).op("#>")(
+                    sa.cast(
+                        sa.literal(parts, postgresql.ARRAY(sa.Text())),
+                        postgresql.ARRAY(sa.Text()),
+                    )
+                )
+                conditions.append(
+                    found == sa.cast(sa.literal(orjson.dumps(value).decode()), postgresql.JSONB)
+                )
+            else:
+                path = "$" + "".join(f'."{part}"' for part in parts)
+                extracted = sa.func.json_extract(body, path)
+                if isinstance(value, bool):
+                    kind = "true" if value else "false"
+                    conditions.append(sa.func.json_type(body, path) == kind)
+                elif isinstance(value, str):
+                    conditions.append(
+                        sa.and_(sa.func.json_type(body, path) == "text", extracted == value)
+                    )
+                else:
+                    conditions.append(
+                        sa.and_(
+                            sa.func.json_type(body, path).in_(("integer", "real")),
+                            extracted == value,
+                        )
+                    )
+        return conditions
+
+    def _expression(self, expression: Expression) -> sa.ColumnElement[bool]:
+        """A complex query's filter in SQL (samples joined to series and metadata)."""
+        if not isinstance(expression, Condition):
+            parts = [self._expression(operand) for operand in expression.operands]
+            if expression.op == "not" and len(parts) == 1:
+                return sa.not_(parts[0])
+            if expression.op in ("and", "or") and parts:
+                return sa.and_(*parts) if expression.op == "and" else sa.or_(*parts)
+            raise ValueError(f"bad {expression.op!r} with {len(parts)} operand(s)")
+        field, op, value = expression.field, expression.op, expression.value
+        if op not in CONDITION_OPERATORS:
+            raise ValueError(f"unknown operator {op!r}")
+        values = list(value) if op == "in" else [value]
+        if op == "in" and not values:
+            return sa.false()
+        if field.startswith("metadata."):
+            return self._metadata_condition(field[len("metadata.") :], op, values)
+        if field not in CONDITION_FIELDS:
+            raise ValueError(f"unknown field {field!r}")
+        column = _condition_column(field)
+        if field == "timestamp":
+            if not all(isinstance(v, datetime) for v in values):
+                raise ValueError("timestamp compares with times")
+            values = [to_micros(v) for v in values]
+        elif field == "volume":
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ValueError("volume compares with numbers")
+            values = [float(v) for v in values]
+        elif not all(isinstance(v, str) for v in values):
+            raise ValueError(f"{field} compares with text")
+        elif field == "message_id":
+            if op not in ("=", "!=", "in"):
+                raise ValueError(f"message_id takes =, != and in, not {op}")
+            values = [encode_message_id(v) for v in values]
+        if op == "like":
+            if field in ("timestamp", "volume"):
+                raise ValueError(f"like compares text, not {field}")
+            return column.like(values[0])
+        if op == "in":
+            return column.in_(values)
+        return _compare(column, op, values[0])
+
+    def _metadata_condition(self, key: str, op: str, values: list[Any]) -> sa.ColumnElement[bool]:
+        body = tables.metadata_bodies.c.body
+        if op == "like":
+            if not isinstance(values[0], str):
+                raise ValueError("like compares text")
+            return self._metadata_path(body, key).like(values[0])
+        for value in values:
+            if value is None or not isinstance(value, (str, int, float, bool)):
+                raise ValueError(f"metadata.{key} compares with text, numbers or booleans")
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+                raise ValueError(f"{value} is too large")
+        if op in ("=", "in"):
+            return sa.or_(
+                *(
+                    sa.and_(*self._metadata_conditions(SampleFilter(metadata=((key, v),)), body))
+                    for v in values
+                )
+            )
+        if op == "!=":
+            return sa.not_(
+                sa.and_(
+                    *self._metadata_conditions(SampleFilter(metadata=((key, values[0]),)), body)
+                )
+            )
+        value = values[0]
+        parts = _metadata_key(key)
+        if self.dialect_name == "postgresql":
+            found = sa.cast(body, postgresql.JSONB).op("#>")(
+                sa.cast(sa.literal(parts, postgresql.ARRAY(sa.Text())), postgresql.ARRAY(sa.Text()))
+            )
+            return _compare(
+                found, op, sa.cast(sa.literal(orjson.dumps(value).decode()), postgresql.JSONB)
+            )
+        path = "$" + "".join(f'."{part}"' for part in parts)
+        kinds = ("text",) if isinstance(value, str) else ("integer", "real")
+        if isinstance(value, bool):
+            raise ValueError("booleans take = and !=")
+        return sa.and_(
+            sa.func.json_type(body, path).in_(kinds),
+            _compare(sa.func.json_extract(body, path), op, value),
+        )
+
+    def _group_column(self, name: str) -> sa.ColumnElement[Any]:
+        if name in GROUPBY_FIELDS:
+            return tables.series.c[name]
+        if name.startswith("metadata.") and len(name) > len("metadata."):
+            return self._metadata_path(tables.metadata_bodies.c.body, name[len("metadata.") :])
+        raise ValueError(
+            f"cannot group by {name!r}: use {', '.join(GROUPBY_FIELDS)} or metadata.<key>"
+        )
+
+    def _has_samples(self, query: SampleFilter) -> sa.Exists:
+        # Time filters apply to a series' samples; a series with none left is not listed.
+        conditions = [tables.samples.c.series_id == tables.series.c.id, *_time_conditions(query)]
+        stmt = sa.select(sa.literal(1))
+        if query.metadata:
+            bodies = tables.metadata_bodies.alias("sample_metadata")
+            stmt = stmt.select_from(
+                tables.samples.join(bodies, bodies.c.id == tables.samples.c.metadata_id)
+            )
+            conditions.extend(self._metadata_conditions(query, bodies.c.body))
+        return stmt.where(*conditions).exists()
 
     def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
         """The most recently received dead letters, newest first."""
@@ -947,16 +1180,52 @@ def _time_conditions(query: SampleFilter) -> list[sa.ColumnElement[bool]]:
         conditions.append(tables.samples.c.timestamp >= to_micros(query.since))
     if query.until is not None:
         conditions.append(tables.samples.c.timestamp < to_micros(query.until))
+    if query.message_id is not None:
+        conditions.append(tables.samples.c.message_id == encode_message_id(query.message_id))
     return conditions
 
 
-def _has_samples(query: SampleFilter) -> sa.Exists:
-    # Time filters apply to a series' samples; a series with none left is not listed.
-    return (
-        sa.select(sa.literal(1))
-        .where(tables.samples.c.series_id == tables.series.c.id, *_time_conditions(query))
-        .exists()
-    )
+def _metadata_key(key: str) -> list[str]:
+    parts = key.split(".")
+    if not key or any(not part or '"' in part or "\\" in part for part in parts):
+        raise ValueError(f"bad metadata key {key!r}")
+    return parts
+
+
+def _condition_column(name: str) -> sa.ColumnElement[Any]:
+    if name == "meter":
+        return tables.series.c.name
+    if name in ("timestamp", "volume", "message_id"):
+        return tables.samples.c[name]
+    return tables.series.c[name]
+
+
+def _compare(column: Any, op: str, value: Any) -> sa.ColumnElement[bool]:
+    if op == "=":
+        return cast("sa.ColumnElement[bool]", column == value)
+    if op == "!=":
+        return cast("sa.ColumnElement[bool]", column != value)
+    if op == "<":
+        return cast("sa.ColumnElement[bool]", column < value)
+    if op == "<=":
+        return cast("sa.ColumnElement[bool]", column <= value)
+    if op == ">":
+        return cast("sa.ColumnElement[bool]", column > value)
+    if op == ">=":
+        return cast("sa.ColumnElement[bool]", column >= value)
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def _group_value(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value)) if abs(value) < 2**53 else str(value)
+    return str(value)
+
+
+def _sort_key(value: Any) -> tuple[bool, str]:
+    return (value is not None, "" if value is None else str(value))
 
 
 def _create_engine(url: sa.URL) -> sa.Engine:

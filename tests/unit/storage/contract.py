@@ -616,3 +616,104 @@ class StoreContract:
         store.write_batch([counter(seconds=-(10**8))])
         assert store.expire() == 0
         assert store.status().samples == 1
+
+    # -- query API filters (issue 7) -------------------------------------------------------
+
+    @pytest.fixture
+    def described(self, store: SQLStore) -> SQLStore:
+        store.write_batch(
+            [
+                counter(volume=1, seconds=0, message_id="m1", metadata={"flavor": {"vcpus": 2}}),
+                counter(volume=3, seconds=10, message_id="m2", metadata={"flavor": {"vcpus": 4}}),
+                counter(
+                    volume=5,
+                    seconds=20,
+                    resource_id="r2",
+                    project_id="p2",
+                    message_id="m3",
+                    metadata={"flavor": {"vcpus": 4}, "name": "web", "on": True},
+                ),
+                counter(
+                    volume=9,
+                    seconds=30,
+                    resource_id="r3",
+                    project_id="p2",
+                    message_id="m4",
+                    metadata={"name": "4"},
+                ),
+            ]
+        )
+        return store
+
+    def test_samples_by_message_id(self, described: SQLStore) -> None:
+        assert [s.message_id for s in described.samples(SampleFilter(message_id="m3"))] == ["m3"]
+        assert described.samples(SampleFilter(message_id="m3", project_id="p1")) == []
+        assert described.samples(SampleFilter(message_id=str(uuid.uuid4()))) == []
+
+    @pytest.mark.parametrize(
+        ("metadata", "expected"),
+        [
+            ((("flavor.vcpus", 4),), ["m3", "m2"]),
+            ((("flavor.vcpus", 4.0),), ["m3", "m2"]),
+            ((("flavor.vcpus", "4"),), []),
+            ((("name", "4"),), ["m4"]),
+            ((("name", 4),), []),
+            ((("name", "web"), ("flavor.vcpus", 4)), ["m3"]),
+            ((("on", True),), ["m3"]),
+            ((("on", False),), []),
+            ((("missing", "x"),), []),
+        ],
+    )
+    def test_metadata_filters(
+        self, described: SQLStore, metadata: tuple[tuple[str, Any], ...], expected: list[str]
+    ) -> None:
+        query = SampleFilter(metadata=metadata)
+        assert [s.message_id for s in described.samples(query)] == expected
+        resources = {r.resource_id for r in described.resources(query)}
+        assert resources == {s.resource_id for s in described.samples(query)}
+        meters = {m.resource_id for m in described.meters(query)}
+        assert meters == resources
+        stats = described.statistics(SampleFilter(meter="cpu_util", metadata=metadata))
+        assert sum(s.count for s in stats) == len(expected)
+
+    def test_bad_metadata_key_is_refused(self, described: SQLStore) -> None:
+        with pytest.raises(ValueError):
+            described.samples(SampleFilter(metadata=(('a"b', 1),)))
+
+    def test_statistics_groupby_and_aggregates(self, described: SQLStore) -> None:
+        stats = described.statistics(
+            SampleFilter(meter="cpu_util"),
+            groupby=["project_id"],
+            aggregates=[("stddev", None), ("cardinality", "resource_id"), ("avg", None)],
+        )
+        assert [dict(s.groupby) for s in stats] == [{"project_id": "p1"}, {"project_id": "p2"}]
+        p1, p2 = stats
+        assert (p1.count, p1.sum, p2.count, p2.sum) == (2, 4.0, 2, 14.0)
+        assert p1.aggregate == {
+            "stddev": pytest.approx(1.0),
+            "cardinality/resource_id": 1.0,
+            "avg": 2.0,
+        }
+        assert p2.aggregate["cardinality/resource_id"] == 2.0
+        by_vcpus = described.statistics(
+            SampleFilter(meter="cpu_util"), groupby=["metadata.flavor.vcpus"]
+        )
+        assert sorted(
+            (s.groupby["metadata.flavor.vcpus"], s.count)
+            for s in by_vcpus
+            if s.groupby["metadata.flavor.vcpus"]
+        ) == [("2", 1), ("4", 2)]
+        periodic = described.statistics(
+            SampleFilter(meter="cpu_util"), period=15, groupby=["resource_id", "source"]
+        )
+        assert [(s.period_start, s.groupby["resource_id"], s.count) for s in periodic] == [
+            (at(0), "r1", 2),
+            (at(15), "r2", 1),
+            (at(30), "r3", 1),
+        ]
+        with pytest.raises(ValueError):
+            described.statistics(SampleFilter(meter="cpu_util"), groupby=["volume"])
+        with pytest.raises(ValueError):
+            described.statistics(SampleFilter(meter="cpu_util"), aggregates=[("cardinality", None)])
+        with pytest.raises(ValueError):
+            described.statistics(SampleFilter(meter="cpu_util"), aggregates=[("median", None)])

@@ -1,0 +1,428 @@
+"""The FastAPI application: Ceilometer's v2 query API over a :class:`Store`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+import orjson
+from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, ValidationError
+from uuid_utils import uuid7
+
+from nephoscope.api.auth import Authenticator, Principal
+from nephoscope.api.errors import ApiError, ClientError, install_handlers
+from nephoscope.api.query import SAMPLE_FIELDS, check_text, read_query, scoped
+from nephoscope.api.query import Query as ReadQuery
+from nephoscope.api.views import (
+    isotime,
+    meter_view,
+    old_sample_view,
+    resource_view,
+    sample_view,
+    statistic_view,
+)
+from nephoscope.config import Settings
+from nephoscope.counter import Counter
+from nephoscope.messaging.errors import RejectedMessage
+from nephoscope.messaging.meter import message_to_counter
+from nephoscope.signing import SIGNATURE_FIELD, compute_signature
+from nephoscope.storage.base import (
+    AGGREGATE_FUNCTIONS,
+    CARDINALITY_FIELDS,
+    GROUPBY_FIELDS,
+    SampleFilter,
+    Store,
+)
+
+__all__ = ["create_app"]
+
+LOG = logging.getLogger(__name__)
+
+#: Samples returned when a query gives no ``limit`` (Ceilometer's ``default_api_return_limit``).
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 1_000_000
+#: The longest statistics period: ten years of seconds.
+MAX_PERIOD: Final = 10 * 366 * 86_400
+METER_FIELDS: Final = ("resource_id", "project_id", "user_id", "source", "timestamp", "meter")
+
+Token = Annotated[str | None, Header(alias="X-Auth-Token")]
+QField = Annotated[list[str] | None, Query(alias="q.field", description="Field to filter on.")]
+QOp = Annotated[list[str] | None, Query(alias="q.op", description="lt le eq ne ge gt")]
+QValue = Annotated[list[str] | None, Query(alias="q.value")]
+QType = Annotated[
+    list[str] | None,
+    Query(alias="q.type", description="integer float string boolean datetime, or empty"),
+]
+Limit = Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Most samples returned.")]
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    """A JSON answer, serialised once by orjson (no response model to validate against)."""
+    try:
+        body = orjson.dumps(data)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (a posted sample's metadata may hold one).
+        body = json.dumps(data, default=str).encode("utf-8")
+    return Response(body, status, media_type="application/json")
+
+
+def _principal(request: Request, token: Token = None) -> Principal:
+    authenticate: Authenticator = request.app.state.authenticate
+    return authenticate(token)
+
+
+Caller = Annotated[Principal, Depends(_principal)]
+
+
+class SampleIn(BaseModel):
+    """A sample posted to ``/v2/meters/{name}`` (Ceilometer's ``OldSample``)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    counter_name: str | None = None
+    counter_type: str | None = None
+    counter_unit: str | None = None
+    counter_volume: float | None = None
+    user_id: str | None = None
+    project_id: str | None = None
+    resource_id: str | None = None
+    source: str | None = None
+    timestamp: str | None = None
+    resource_metadata: dict[str, Any] | None = None
+    message_id: str | None = None
+    message_signature: str | None = None
+
+
+class ComplexQueryIn(BaseModel):
+    """The body of ``/v2/query/samples``: ``filter`` and ``orderby`` are JSON text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    filter: str | None = None
+    orderby: str | None = None
+    limit: int | None = None
+
+
+CAPABILITIES: Final = {
+    "api": {
+        "meters:query:simple": True,
+        "meters:query:metadata": True,
+        "meters:query:complex": False,
+        "resources:query:simple": True,
+        "resources:query:metadata": True,
+        "resources:query:complex": False,
+        "samples:query:simple": True,
+        "samples:query:metadata": True,
+        "samples:query:complex": True,
+        "statistics:groupby": True,
+        "statistics:query:simple": True,
+        "statistics:query:metadata": True,
+        "statistics:query:complex": False,
+        "statistics:aggregation:standard": True,
+        **{f"statistics:aggregation:selectable:{f}": True for f in AGGREGATE_FUNCTIONS},
+        "alarms:query:simple": False,
+        "alarms:query:complex": False,
+        "alarms:history:query:simple": False,
+        "alarms:history:query:complex": False,
+        "events:query:simple": False,
+    },
+    "storage": {"storage:production_ready": True},
+    "event_storage": {"storage:production_ready": False},
+}
+
+
+def _q(
+    fields: list[str] | None,
+    ops: list[str] | None,
+    values: list[str] | None,
+    types: list[str] | None,
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    return fields or [], ops or [], values or [], types or []
+
+
+def create_app(
+    settings: Settings, store: Store, authenticate: Authenticator | None = None
+) -> FastAPI:
+    """The API over ``store``; ``authenticate`` defaults to one built from ``settings.api``."""
+    auth = authenticate or Authenticator(settings.api)
+    app = FastAPI(
+        title="Nephoscope",
+        version="2",
+        description="Ceilometer v2 compatible query API",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.authenticate = auth
+    install_handlers(app)
+
+    def base_url(request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> dict[str, Any]:
+        return {"versions": {"values": [{"id": "v2", "status": "stable"}]}}
+
+    @app.get("/v2/capabilities")
+    def capabilities(caller: Caller) -> Response:
+        return _json(CAPABILITIES)
+
+    @app.get("/v2/meters")
+    def list_meters(
+        caller: Caller,
+        q_field: QField = None,
+        q_op: QOp = None,
+        q_value: QValue = None,
+        q_type: QType = None,
+    ) -> Response:
+        query = read_query(caller, *_q(q_field, q_op, q_value, q_type), allowed=METER_FIELDS)
+        if not query.possible:
+            return _json([])
+        return _json([meter_view(m) for m in store.meters(query.filter)])
+
+    @app.get("/v2/meters/{meter_name}")
+    def get_samples_of_meter(
+        meter_name: str,
+        caller: Caller,
+        q_field: QField = None,
+        q_op: QOp = None,
+        q_value: QValue = None,
+        q_type: QType = None,
+        limit: Limit = None,
+    ) -> Response:
+        query = _meter_query(caller, meter_name, q_field, q_op, q_value, q_type)
+        if not query.possible:
+            return _json([])
+        samples = store.samples(query.filter, limit=limit or DEFAULT_LIMIT)
+        return _json([old_sample_view(s) for s in samples])
+
+    @app.post("/v2/meters/{meter_name}", status_code=201)
+    def post_samples(
+        meter_name: str,
+        caller: Caller,
+        samples: Annotated[list[dict[str, Any]], Body(description="Samples (OldSample)")],
+    ) -> Response:
+        check_text(meter_name, "meter name")
+        counters = [
+            _counter(settings, caller, meter_name, sample, index)
+            for index, sample in enumerate(samples)
+        ]
+        if counters:
+            store.write_batch(counters)
+        recorded = isotime(datetime.now(UTC))
+        posted = [
+            {
+                "counter_name": c.name,
+                "counter_type": c.type,
+                "counter_unit": c.unit,
+                "counter_volume": c.volume,
+                "user_id": c.user_id,
+                "project_id": c.project_id,
+                "resource_id": c.resource_id,
+                "source": c.source,
+                "timestamp": isotime(c.timestamp),
+                "recorded_at": recorded,
+                "message_id": c.id,
+                "resource_metadata": dict(c.resource_metadata),
+            }
+            for c in counters
+        ]
+        return _json(posted, 201)
+
+    @app.get("/v2/meters/{meter_name}/statistics")
+    def get_statistics(
+        meter_name: str,
+        caller: Caller,
+        q_field: QField = None,
+        q_op: QOp = None,
+        q_value: QValue = None,
+        q_type: QType = None,
+        period: Annotated[int | None, Query(ge=0, le=MAX_PERIOD)] = None,
+        groupby: Annotated[list[str] | None, Query()] = None,
+        aggregate_func: Annotated[list[str] | None, Query(alias="aggregate.func")] = None,
+        aggregate_param: Annotated[list[str] | None, Query(alias="aggregate.param")] = None,
+    ) -> Response:
+        query = _meter_query(caller, meter_name, q_field, q_op, q_value, q_type)
+        names: dict[str, str] = {}
+        for name in groupby or []:
+            check_text(name, "groupby")
+            key = name
+            if key.startswith("resource_metadata."):
+                key = "metadata." + key[len("resource_metadata.") :]
+            parts = key[len("metadata.") :].split(".") if key.startswith("metadata.") else []
+            if key not in GROUPBY_FIELDS and not (
+                parts and all(p and '"' not in p and "\\" not in p for p in parts)
+            ):
+                raise ClientError(
+                    f"Invalid groupby fields: {name}: use {', '.join(GROUPBY_FIELDS)} "
+                    "or resource_metadata.<key>"
+                )
+            names[key] = name
+        funcs, params = aggregate_func or [], aggregate_param or []
+        if len(params) > len(funcs):
+            raise ClientError("aggregate.param given without its aggregate.func")
+        aggregates: list[tuple[str, str | None]] = []
+        # Ceilometer pairs parameters with functions by position (the client sends
+        # parametrised functions first); parameters as many as the cardinality
+        # functions go to those, wherever they stand.
+        cardinalities = [i for i, func in enumerate(funcs) if func == "cardinality"]
+        if len(params) == len(cardinalities):
+            paired = dict(zip(cardinalities, params, strict=True))
+        else:
+            paired = dict(enumerate(params))
+        for index, func in enumerate(funcs):
+            param = paired.get(index) or None
+            if func not in AGGREGATE_FUNCTIONS:
+                raise ClientError(
+                    f"Invalid aggregation function: {func}: use {', '.join(AGGREGATE_FUNCTIONS)}"
+                )
+            if func == "cardinality":
+                if param not in CARDINALITY_FIELDS:
+                    raise ClientError(
+                        "Invalid input for field/attribute aggregate.param: cardinality counts "
+                        f"one of {', '.join(CARDINALITY_FIELDS)}"
+                    )
+            else:
+                param = None
+            aggregates.append((func, param))
+        if not query.possible:
+            return _json([])
+        stats = store.statistics(
+            query.filter, period or None, groupby=list(names), aggregates=aggregates
+        )
+        return _json([statistic_view(s, names, bool(aggregates)) for s in stats])
+
+    @app.get("/v2/samples")
+    def list_samples(
+        caller: Caller,
+        q_field: QField = None,
+        q_op: QOp = None,
+        q_value: QValue = None,
+        q_type: QType = None,
+        limit: Limit = None,
+    ) -> Response:
+        query = read_query(caller, *_q(q_field, q_op, q_value, q_type))
+        if not query.possible:
+            return _json([])
+        samples = store.samples(query.filter, limit=limit or DEFAULT_LIMIT)
+        return _json([sample_view(s) for s in samples])
+
+    @app.get("/v2/samples/{sample_id}")
+    def get_sample(sample_id: str, caller: Caller) -> Response:
+        check_text(sample_id, "sample id")
+        query = scoped(caller, ReadQuery(SampleFilter(message_id=sample_id)))
+        found = store.samples(query.filter, limit=1) if query.possible else []
+        if not found:
+            raise ApiError(404, f"Sample {sample_id} Not Found")
+        return _json(sample_view(found[0]))
+
+    @app.get("/v2/resources")
+    def list_resources(
+        request: Request,
+        caller: Caller,
+        q_field: QField = None,
+        q_op: QOp = None,
+        q_value: QValue = None,
+        q_type: QType = None,
+        meter_links: Annotated[int, Query(ge=0, le=1)] = 1,
+    ) -> Response:
+        query = read_query(caller, *_q(q_field, q_op, q_value, q_type))
+        if not query.possible:
+            return _json([])
+        url = base_url(request)
+        views = [resource_view(r, url) for r in store.resources(query.filter)]
+        if not meter_links:
+            for view in views:
+                view["links"] = view["links"][:1]
+        return _json(views)
+
+    @app.get("/v2/resources/{resource_id:path}")
+    def get_resource(request: Request, resource_id: str, caller: Caller) -> Response:
+        check_text(resource_id, "resource id")
+        query = scoped(caller, ReadQuery(SampleFilter(resource_id=resource_id)))
+        found = store.resources(query.filter) if query.possible else []
+        if not found:
+            raise ApiError(404, f"Resource {resource_id} Not Found")
+        return _json(resource_view(found[0], base_url(request)))
+
+    @app.post("/v2/query/samples")
+    def query_samples(caller: Caller, body: ComplexQueryIn) -> Response:
+        from nephoscope.api.complex import run_complex_query
+
+        samples = run_complex_query(store, caller, body.filter, body.orderby, body.limit)
+        return _json([sample_view(s) for s in samples])
+
+    return app
+
+
+def _meter_query(
+    caller: Principal,
+    meter_name: str,
+    fields: list[str] | None,
+    ops: list[str] | None,
+    values: list[str] | None,
+    types: list[str] | None,
+) -> ReadQuery:
+    check_text(meter_name, "meter name")
+    return read_query(
+        caller,
+        *_q(fields, ops, values, types),
+        allowed=SAMPLE_FIELDS,
+        base=SampleFilter(meter=meter_name),
+    )
+
+
+def _counter(
+    settings: Settings, caller: Principal, meter_name: str, raw: dict[str, Any], index: int
+) -> Counter:
+    """One posted sample, read through the collector's path: signed message -> Counter."""
+    where = f"sample {index}"
+    try:
+        sample = SampleIn.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ClientError(f"{where}: {problems}") from None
+    if sample.counter_name is not None and sample.counter_name != meter_name:
+        raise ClientError(
+            f"{where}: counter_name {sample.counter_name!r} is not the meter of the URL "
+            f"({meter_name!r})"
+        )
+    signed = sample.message_signature is not None
+    # A signed sample is verified as sent; an unsigned one is read, then signed here.
+    message: dict[str, Any] = dict(raw) if signed else sample.model_dump(exclude_none=True)
+    for key, value in message.items():
+        if isinstance(value, str):
+            check_text(value, f"{where}: {key}")
+    if not signed:
+        message["counter_name"] = meter_name
+    if not caller.is_admin:
+        project = message.setdefault("project_id", caller.project_id)
+        if project != caller.project_id:
+            raise ApiError(403, f"Not Authorized to post samples for project {project}")
+        if not signed:
+            raise ApiError(
+                403,
+                "Posting samples needs an admin token, or samples signed with the metering secret",
+            )
+    if not signed:
+        if caller.user_id is not None:
+            message.setdefault("user_id", caller.user_id)
+        if caller.project_id is not None:
+            message.setdefault("project_id", caller.project_id)
+        message.setdefault("source", "openstack")
+        message.setdefault("timestamp", datetime.now(UTC).isoformat())
+        message.setdefault("resource_metadata", {})
+        message.setdefault("message_id", str(uuid7()))
+        for key in ("user_id", "project_id", "user_name", "project_name", "monotonic_time"):
+            message.setdefault(key, None)
+        if "counter_volume" in message and message["counter_volume"].is_integer():
+            message["counter_volume"] = int(message["counter_volume"])
+        message[SIGNATURE_FIELD] = compute_signature(
+            message, settings.metering_secret, json_values=True
+        )
+    try:
+        return message_to_counter(message, settings.metering_secret)
+    except RejectedMessage as exc:
+        raise ClientError(f"{where}: {exc.reason}") from None

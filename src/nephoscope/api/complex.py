@@ -1,0 +1,183 @@
+"""Ceilometer's complex query (``POST /v2/query/samples``): a JSON filter, orderby and limit.
+
+The filter is JSON text: ``{"and": [...]}``, ``{"or": [...]}``, ``{"not": {...}}`` or
+``{op: {field: value}}`` with op among ``= != < <= > >= =< => in like``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from nephoscope.api.auth import Principal
+from nephoscope.api.errors import ClientError
+from nephoscope.api.query import check_text, parse_time
+from nephoscope.storage.base import (
+    CONDITION_FIELDS,
+    Condition,
+    Expression,
+    Junction,
+    SampleFilter,
+    Store,
+    StoredSample,
+)
+
+__all__ = ["parse_filter", "parse_orderby", "run_complex_query"]
+
+#: Nesting a filter may have: deeper is refused, never a recursion error.
+MAX_DEPTH: Final = 32
+DEFAULT_LIMIT: Final = 100
+MAX_LIMIT: Final = 1_000_000
+_OPERATORS: Final = {
+    "=": "=",
+    "!=": "!=",
+    "<": "<",
+    "<=": "<=",
+    "=<": "<=",
+    ">": ">",
+    ">=": ">=",
+    "=>": ">=",
+    "in": "in",
+    "like": "like",
+}
+_ALIASES: Final = {
+    "counter_name": "meter",
+    "resource": "resource_id",
+    "project": "project_id",
+    "user": "user_id",
+    "id": "message_id",
+    "counter_volume": "volume",
+    "counter_type": "type",
+    "counter_unit": "unit",
+}
+
+
+def _loads(text: str, what: str) -> Any:
+    check_text(text, what)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ClientError(f"{what} is not valid JSON: {exc}") from None
+
+
+def _field(name: Any) -> str:
+    if not isinstance(name, str):
+        raise ClientError(f"field {name!r} is not a string")
+    check_text(name, "field")
+    lowered = _ALIASES.get(name.lower(), name)
+    if lowered.startswith("resource_metadata."):
+        lowered = "metadata." + lowered[len("resource_metadata.") :]
+    if lowered.startswith("metadata."):
+        parts = lowered[len("metadata.") :].split(".")
+        if not all(part and '"' not in part and "\\" not in part for part in parts):
+            raise ClientError(f"{name!r} is not a usable metadata key")
+        return lowered
+    if lowered not in CONDITION_FIELDS:
+        raise ClientError(
+            f"Unknown field {name!r}: use {', '.join(CONDITION_FIELDS)} or resource_metadata.<key>"
+        )
+    return lowered
+
+
+def _value(field: str, value: Any) -> Any:
+    if field == "timestamp":
+        if not isinstance(value, str):
+            raise ClientError("timestamp values are ISO 8601 strings")
+        return parse_time(value)
+    if field == "volume" or field.startswith("metadata."):
+        if isinstance(value, str):
+            check_text(value, field)
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+            raise ClientError(f"{field}: {value} is too large")
+        elif isinstance(value, float) and value != value:
+            raise ClientError(f"{field}: NaN compares with nothing")
+        if field == "volume" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ClientError("volume values are numbers")
+        if not isinstance(value, (str, int, float, bool)):
+            raise ClientError(f"{field}: {value!r} is not a string, number or boolean")
+        return value
+    if not isinstance(value, str):
+        raise ClientError(f"{field} values are strings")
+    return check_text(value, field)
+
+
+def _expression(node: Any, depth: int = 0) -> Expression:
+    if depth > MAX_DEPTH:
+        raise ClientError(f"the filter is nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(node, dict) or len(node) != 1:
+        raise ClientError(f"{json.dumps(node)[:200]} is not an expression of one operator")
+    ((op, operand),) = node.items()
+    op = str(op).lower()
+    if op in ("and", "or"):
+        if not isinstance(operand, list) or not operand:
+            raise ClientError(f"{op} takes a non-empty list of expressions")
+        return Junction(op, tuple(_expression(item, depth + 1) for item in operand))
+    if op == "not":
+        return Junction("not", (_expression(operand, depth + 1),))
+    if op not in _OPERATORS:
+        raise ClientError(f"Unknown operator {op!r}: use and, or, not, {', '.join(_OPERATORS)}")
+    if not isinstance(operand, dict) or len(operand) != 1:
+        raise ClientError(f"{op} takes one field and its value")
+    ((name, value),) = operand.items()
+    field = _field(name)
+    kind = _OPERATORS[op]
+    if kind == "in":
+        if not isinstance(value, list) or not value:
+            raise ClientError("in takes a non-empty list of values")
+        return Condition(field, "in", tuple(_value(field, v) for v in value))
+    if kind == "like" and not isinstance(value, str):
+        raise ClientError("like takes a string pattern")
+    if field == "message_id" and kind not in ("=", "!=", "in"):
+        raise ClientError("message_id takes =, != and in")
+    if field.startswith("metadata.") and isinstance(value, bool) and kind not in ("=", "!="):
+        raise ClientError("booleans take = and !=")
+    if kind == "like" and field in ("timestamp", "volume"):
+        raise ClientError(f"like compares text, not {field}")
+    return Condition(field, kind, _value(field, value))
+
+
+def parse_filter(text: str | None) -> Expression | None:
+    """The filter JSON text as an :data:`Expression`; raises :class:`ClientError`."""
+    if text is None or not text.strip():
+        return None
+    return _expression(_loads(text, "filter"))
+
+
+def parse_orderby(text: str | None) -> list[tuple[str, bool]]:
+    """``[{"timestamp": "desc"}, ...]`` as (field, descending) pairs."""
+    if text is None or not text.strip():
+        return []
+    data = _loads(text, "orderby")
+    if not isinstance(data, list):
+        raise ClientError("orderby is a list of {field: asc|desc}")
+    order = []
+    for item in data:
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ClientError("orderby is a list of {field: asc|desc}")
+        ((name, direction),) = item.items()
+        field = _field(name)
+        if field.startswith("metadata.") or field == "message_id":
+            raise ClientError(f"cannot order by {name}")
+        if not isinstance(direction, str) or direction.lower() not in ("asc", "desc"):
+            raise ClientError(f"orderby direction {direction!r} is not asc or desc")
+        order.append((field, direction.lower() == "desc"))
+    return order
+
+
+def run_complex_query(
+    store: Store,
+    caller: Principal,
+    filter_text: str | None,
+    orderby_text: str | None,
+    limit: int | None,
+) -> list[StoredSample]:
+    """The samples a complex query asks for, held to the caller's project."""
+    where = parse_filter(filter_text)
+    orderby = parse_orderby(orderby_text)
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise ClientError(f"Limit must be positive (and at most {MAX_LIMIT})")
+    base = SampleFilter() if caller.is_admin else SampleFilter(project_id=caller.project_id)
+    try:
+        return store.samples(base, limit or DEFAULT_LIMIT, where=where, orderby=orderby)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from None

@@ -1,0 +1,78 @@
+"""Errors as Ceilometer's v2 API sends them: ``{"error_message": {"faultstring": ...}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+__all__ = ["ApiError", "ClientError", "install_handlers"]
+
+LOG = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error answered with ``status`` and Ceilometer's error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ClientError(ApiError):
+    """400: the query cannot be answered as asked."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
+def error_body(message: str, *, client: bool = True) -> dict[str, Any]:
+    return {
+        "error_message": {
+            "faultcode": "Client" if client else "Server",
+            "faultstring": message,
+            "debuginfo": None,
+        }
+    }
+
+
+def _respond(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(message, client=status < 500), status, headers=headers)
+
+
+def _describe(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "query")
+        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+    return "Invalid input: " + "; ".join(parts)
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Answer every error, expected or not, with Ceilometer's body."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Keystone uri="none"'} if exc.status == 401 else None
+        return _respond(exc.status, exc.message, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _respond(400, _describe(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = str(exc.detail) if exc.detail else "error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "The resource could not be found."
+        return _respond(exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        LOG.exception("unexpected error answering a request")
+        return _respond(500, f"internal error: {type(exc).__name__}")
