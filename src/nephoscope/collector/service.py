@@ -9,7 +9,6 @@ blocking the queue (Ceilometer requeued such a poison message forever).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import threading
@@ -25,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 
 from nephoscope.config import Settings
 from nephoscope.counter import Counter
-from nephoscope.messaging.bus import KombuBus
+from nephoscope.messaging.bus import KombuBus, consume_until
 from nephoscope.messaging.envelope import decode_envelope
 from nephoscope.messaging.errors import RejectedMessage
 from nephoscope.messaging.meter import (
@@ -38,11 +37,6 @@ from nephoscope.storage.base import DeadLetter, Store, WriteResult
 __all__ = ["Collector", "CollectorStats", "Parsed", "parse_body"]
 
 LOG = logging.getLogger(__name__)
-
-# After a stop is asked for, keep draining the bus until it has been quiet this long,
-# so an in-process bus loses nothing that was published before the stop.
-_DRAIN_QUIET = 0.3
-_DRAIN_LIMIT = 30.0
 
 
 @dataclass
@@ -154,7 +148,8 @@ class Collector:
         self._pending: list[_Pending] = []
         self._pending_samples = 0
         self._oldest: float | None = None
-        self._last_delivery = time.monotonic()
+        # An in-process bus loses what is queued when the process ends: drain it.
+        self._embedded = settings.bus.url.startswith("memory:")
         self._writer: ThreadPoolExecutor | None = None
         retention = settings.store.retention
         # Expiry runs in the writer thread between batches, so it never competes
@@ -166,7 +161,6 @@ class Collector:
     # -- intake ------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        self._last_delivery = time.monotonic()
         parsed = parse_body(message.body, self._secret)
         self.add(parsed, message)
 
@@ -320,14 +314,10 @@ class Collector:
                 if ready is not None:
                     ready.set()
                 LOG.info("collector consuming %s on %s", self.bus.queue.name, self.bus.safe_url)
-                while not stop.is_set():
-                    self._drain_once(connection, 0.1)
-                self._drain_after_stop(connection)
+                consume_until(connection, stop, self._tick, drain_after_stop=self._embedded)
                 self.flush()
 
-    def _drain_once(self, connection: Any, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            connection.drain_events(timeout=timeout)
+    def _tick(self) -> None:
         if self._inflight is not None and self._inflight[0].done():
             self._settle()
         if self._due():
@@ -360,11 +350,3 @@ class Collector:
         if self._writer is not None:
             self._writer.shutdown(wait=True)
             self._writer = None
-
-    def _drain_after_stop(self, connection: Any) -> None:
-        deadline = time.monotonic() + _DRAIN_LIMIT
-        self._last_delivery = time.monotonic()
-        while time.monotonic() < deadline:
-            self._drain_once(connection, 0.05)
-            if time.monotonic() - self._last_delivery >= _DRAIN_QUIET:
-                return

@@ -9,8 +9,11 @@ topic exchange with routing key ``<topic>.sample``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +28,7 @@ from nephoscope.config import BusSettings
 from nephoscope.messaging.envelope import encode_notification
 from nephoscope.messaging.meter import METERING_EVENT_TYPE, METERING_PRIORITY
 
-__all__ = ["KombuBus", "PublishError"]
+__all__ = ["KombuBus", "PublishError", "consume_until"]
 
 LOG = logging.getLogger(__name__)
 
@@ -155,3 +158,37 @@ class KombuBus:
                 LOG.debug("error closing bus connection", exc_info=True)
         self._connection = None
         self._producer = None
+
+
+def consume_until(
+    connection: Connection,
+    stop: threading.Event,
+    tick: Callable[[], None],
+    *,
+    drain_after_stop: bool,
+    quiet: float = 0.3,
+    limit: float = 30.0,
+) -> None:
+    """Deliver messages to the connection's consumers until ``stop`` is set.
+
+    ``tick`` runs after every delivery and at least ten times a second (for
+    timed flushes). With ``drain_after_stop`` delivery goes on after the stop
+    until nothing has come for ``quiet`` seconds (at most ``limit``): on an
+    in-process bus, what is still queued at exit would be lost.
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            connection.drain_events(timeout=0.1)
+        tick()
+    if not drain_after_stop:
+        return
+    deadline = time.monotonic() + limit
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            connection.drain_events(timeout=0.05)
+            last = time.monotonic()
+        except TimeoutError:
+            if time.monotonic() - last >= quiet:
+                return
+        tick()

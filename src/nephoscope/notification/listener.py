@@ -37,6 +37,7 @@ from kombu.message import Message
 from kombu.messaging import Consumer, Producer
 from kombu.utils.url import maybe_sanitize_url
 
+from nephoscope.messaging.bus import consume_until
 from nephoscope.notification.processor import NotificationProcessor, Outcome
 from nephoscope.plugin import ExchangeTopics
 from nephoscope.storage.base import DeadLetter
@@ -61,8 +62,6 @@ LOG = logging.getLogger(__name__)
 
 _POLLING_INTERVAL: Final = 0.02
 # After a stop is asked for, drain until the bus has been quiet this long.
-_DRAIN_QUIET: Final = 0.3
-_DRAIN_LIMIT: Final = 30.0
 #: Seconds between attempts to send what the publisher buffered.
 _BUFFER_RETRY: Final = 5.0
 #: Headers a dead letter carries on RabbitMQ.
@@ -255,7 +254,7 @@ class NotificationListener:
         self._pending: list[_Pending] = []
         self._pending_counters = 0
         self._oldest: float | None = None
-        self._last_delivery = time.monotonic()
+        self._stopping = threading.Event()
         self._failures = 0
 
     @property
@@ -281,7 +280,6 @@ class NotificationListener:
     # -- intake ------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        self._last_delivery = time.monotonic()
         self.stats.received += 1
         info = message.delivery_info
         routing_key = str(info.get("routing_key") or "")
@@ -404,6 +402,7 @@ class NotificationListener:
         Reconnects with backoff when the bus goes away; raises
         :class:`NotificationBusError` when the broker refuses a declaration.
         """
+        self._stopping = stop
         backoff = 1.0
         while True:
             try:
@@ -457,19 +456,14 @@ class NotificationListener:
                     self.safe_url,
                     ", ".join(sorted(q.name for q in self.queues)),
                 )
-                while not stop.is_set():
-                    self._drain_once(connection, 0.1)
-                    if self._failures:
-                        # The publisher is failing: let the bus recover before taking more.
-                        stop.wait(min(5.0, 0.5 * self._failures))
-                if self._embedded:
-                    # In-process, what is queued now would be lost: take it in first.
-                    self._drain_after_stop(connection)
+                # In-process, what is queued at a stop would be lost: take it in first.
+                consume_until(connection, stop, self._tick, drain_after_stop=self._embedded)
                 self.flush()
 
-    def _drain_once(self, connection: Connection, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            connection.drain_events(timeout=timeout)
+    def _tick(self) -> None:
+        if self._failures and not self._stopping.is_set():
+            # The publisher is failing: let the bus recover before taking more.
+            self._stopping.wait(min(5.0, 0.5 * self._failures))
         if self._due():
             self.flush()
         now = time.monotonic()
@@ -478,11 +472,3 @@ class NotificationListener:
             # what the publisher buffered while the bus was away.
             self._next_buffer_retry = now + _BUFFER_RETRY
             self.publisher.flush()
-
-    def _drain_after_stop(self, connection: Connection) -> None:
-        deadline = time.monotonic() + _DRAIN_LIMIT
-        self._last_delivery = time.monotonic()
-        while time.monotonic() < deadline:
-            self._drain_once(connection, 0.05)
-            if time.monotonic() - self._last_delivery >= _DRAIN_QUIET:
-                return
