@@ -134,13 +134,17 @@ CAPABILITIES: Final = {
 }
 
 
-def _q(
-    fields: list[str] | None,
-    ops: list[str] | None,
-    values: list[str] | None,
-    types: list[str] | None,
-) -> tuple[list[str], list[str], list[str], list[str]]:
-    return fields or [], ops or [], values or [], types or []
+QueryArgs = tuple[list[str], list[str], list[str], list[str]]
+
+
+def _simple_query(
+    q_field: QField = None, q_op: QOp = None, q_value: QValue = None, q_type: QType = None
+) -> QueryArgs:
+    """Ceilometer's ``q.field``/``q.op``/``q.value``/``q.type`` lists, as one parameter."""
+    return q_field or [], q_op or [], q_value or [], q_type or []
+
+
+SimpleQuery = Annotated[QueryArgs, Depends(_simple_query)]
 
 
 def create_app(
@@ -172,12 +176,9 @@ def create_app(
     @app.get("/v2/meters")
     def list_meters(
         caller: Caller,
-        q_field: QField = None,
-        q_op: QOp = None,
-        q_value: QValue = None,
-        q_type: QType = None,
+        q: SimpleQuery,
     ) -> Response:
-        query = read_query(caller, *_q(q_field, q_op, q_value, q_type), allowed=METER_FIELDS)
+        query = read_query(caller, *q, allowed=METER_FIELDS)
         if not query.possible:
             return _json([])
         return _json([meter_view(m) for m in store.meters(query.filter)])
@@ -186,13 +187,10 @@ def create_app(
     def get_samples_of_meter(
         meter_name: str,
         caller: Caller,
-        q_field: QField = None,
-        q_op: QOp = None,
-        q_value: QValue = None,
-        q_type: QType = None,
+        q: SimpleQuery,
         limit: Limit = None,
     ) -> Response:
-        query = _meter_query(caller, meter_name, q_field, q_op, q_value, q_type)
+        query = _meter_query(caller, meter_name, q)
         if not query.possible:
             return _json([])
         samples = store.samples(query.filter, limit=limit or DEFAULT_LIMIT)
@@ -235,16 +233,13 @@ def create_app(
     def get_statistics(
         meter_name: str,
         caller: Caller,
-        q_field: QField = None,
-        q_op: QOp = None,
-        q_value: QValue = None,
-        q_type: QType = None,
+        q: SimpleQuery,
         period: Annotated[int | None, Query(ge=0, le=MAX_PERIOD)] = None,
         groupby: Annotated[list[str] | None, Query()] = None,
         aggregate_func: Annotated[list[str] | None, Query(alias="aggregate.func")] = None,
         aggregate_param: Annotated[list[str] | None, Query(alias="aggregate.param")] = None,
     ) -> Response:
-        query = _meter_query(caller, meter_name, q_field, q_op, q_value, q_type)
+        query = _meter_query(caller, meter_name, q)
         names: dict[str, str] = {}
         for name in groupby or []:
             check_text(name, "groupby")
@@ -297,13 +292,10 @@ def create_app(
     @app.get("/v2/samples")
     def list_samples(
         caller: Caller,
-        q_field: QField = None,
-        q_op: QOp = None,
-        q_value: QValue = None,
-        q_type: QType = None,
+        q: SimpleQuery,
         limit: Limit = None,
     ) -> Response:
-        query = read_query(caller, *_q(q_field, q_op, q_value, q_type))
+        query = read_query(caller, *q)
         if not query.possible:
             return _json([])
         samples = store.samples(query.filter, limit=limit or DEFAULT_LIMIT)
@@ -322,13 +314,10 @@ def create_app(
     def list_resources(
         request: Request,
         caller: Caller,
-        q_field: QField = None,
-        q_op: QOp = None,
-        q_value: QValue = None,
-        q_type: QType = None,
+        q: SimpleQuery,
         meter_links: Annotated[int, Query(ge=0, le=1)] = 1,
     ) -> Response:
-        query = read_query(caller, *_q(q_field, q_op, q_value, q_type))
+        query = read_query(caller, *q)
         if not query.possible:
             return _json([])
         url = base_url(request)
@@ -360,15 +349,12 @@ def create_app(
 def _meter_query(
     caller: Principal,
     meter_name: str,
-    fields: list[str] | None,
-    ops: list[str] | None,
-    values: list[str] | None,
-    types: list[str] | None,
+    q: QueryArgs,
 ) -> ReadQuery:
     check_text(meter_name, "meter name")
     return read_query(
         caller,
-        *_q(fields, ops, values, types),
+        *q,
         allowed=SAMPLE_FIELDS,
         base=SampleFilter(meter=meter_name),
     )
