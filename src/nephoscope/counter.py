@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
@@ -39,7 +39,11 @@ class InvalidCounter(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+#: Stands for "no resource_metadata given": each such counter gets a new dict.
+_NEW_DICT: Final[Any] = object()
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Counter:
     """An immutable measurement; invalid values are refused when it is built.
 
@@ -59,45 +63,83 @@ class Counter:
     source: str = "openstack"
     id: str | None = None
 
+    def __init__(
+        self,
+        name: str,
+        type: CounterType,
+        unit: str,
+        volume: int | float,
+        user_id: str | None,
+        project_id: str | None,
+        resource_id: str,
+        timestamp: datetime,
+        resource_metadata: Mapping[str, Any] = _NEW_DICT,
+        source: str = "openstack",
+        id: str | None = None,
+    ) -> None:
+        # The __init__ dataclass writes for a frozen class sets each field with
+        # object.__setattr__, which looks the slot up by name: setting it through
+        # its descriptor costs a third less, for every sample the collector reads.
+        s = _SLOTS
+        s[0](self, name)
+        s[1](self, type)
+        s[2](self, unit)
+        s[3](self, volume)
+        s[4](self, user_id)
+        s[5](self, project_id)
+        s[6](self, resource_id)
+        s[7](self, timestamp)
+        s[8](self, {} if resource_metadata is _NEW_DICT else resource_metadata)
+        s[9](self, source)
+        s[10](self, id)
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         # Built for every sample on both sides of the bus: exact-type checks
-        # first, the general isinstance only for the unusual case.
+        # first, the general isinstance (an ABC check for Mapping costs half a
+        # microsecond) only for the unusual case.
         name = self.name
         if not (type(name) is str or isinstance(name, str)) or not name:
             raise InvalidCounter("name", "must be a non-empty string")
         if self.type not in TYPES:
             raise InvalidCounter("type", f"{self.type!r} is not one of cumulative, gauge, delta")
-        if not isinstance(self.unit, str):
+        unit = self.unit
+        if type(unit) is not str and not isinstance(unit, str):
             raise InvalidCounter("unit", "must be a string")
         volume = self.volume
         kind = type(volume)
-        if (
-            kind is not int
-            and kind is not float
-            and (isinstance(volume, bool) or not isinstance(volume, (int, float)))
-        ):
-            raise InvalidCounter("volume", f"{volume!r} is not a number")
-        if isinstance(volume, float) and not math.isfinite(volume):
-            raise InvalidCounter("volume", f"{volume!r} is not a finite number")
+        if kind is float:
+            if not math.isfinite(volume):
+                raise InvalidCounter("volume", f"{volume!r} is not a finite number")
+        elif kind is not int:
+            if isinstance(volume, bool) or not isinstance(volume, (int, float)):
+                raise InvalidCounter("volume", f"{volume!r} is not a number")
+            if isinstance(volume, float) and not math.isfinite(volume):
+                raise InvalidCounter("volume", f"{volume!r} is not a finite number")
         resource_id = self.resource_id
-        if not isinstance(resource_id, str) or not resource_id:
+        if not (type(resource_id) is str or isinstance(resource_id, str)) or not resource_id:
             raise InvalidCounter("resource_id", "must be a non-empty string")
         user_id, project_id = self.user_id, self.project_id
-        if user_id is not None and not isinstance(user_id, str):
+        if user_id is not None and type(user_id) is not str and not isinstance(user_id, str):
             raise InvalidCounter("user_id", "must be a string or None")
-        if project_id is not None and not isinstance(project_id, str):
+        if (
+            project_id is not None
+            and type(project_id) is not str
+            and not isinstance(project_id, str)
+        ):
             raise InvalidCounter("project_id", "must be a string or None")
         ts = self.timestamp
-        if not isinstance(ts, datetime):
+        if type(ts) is not datetime and not isinstance(ts, datetime):
             raise InvalidCounter("timestamp", f"{ts!r} is not a datetime")
         if ts.tzinfo is not UTC:
             if ts.utcoffset() is None:
                 raise InvalidCounter("timestamp", "must be timezone-aware (naive datetime given)")
             object.__setattr__(self, "timestamp", ts.astimezone(UTC))
-        if not isinstance(self.resource_metadata, Mapping):
+        metadata = self.resource_metadata
+        if type(metadata) is not dict and not isinstance(metadata, Mapping):
             raise InvalidCounter("resource_metadata", "must be a mapping")
         source = self.source
-        if not isinstance(source, str) or not source:
+        if not (type(source) is str or isinstance(source, str)) or not source:
             raise InvalidCounter("source", "must be a non-empty string")
 
     def as_dict(self) -> dict[str, Any]:
@@ -119,6 +161,12 @@ class Counter:
     def with_id(self, message_id: str) -> Counter:
         """Return a copy carrying ``message_id``."""
         return replace(self, id=message_id)
+
+
+#: The setter of each field's slot, in field order.
+_SLOTS: Final[tuple[Callable[[Counter, Any], None], ...]] = tuple(
+    vars(Counter)[f.name].__set__ for f in fields(Counter)
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from nephoscope.config import BusSettings
 from nephoscope.messaging.envelope import encode_notification
 from nephoscope.messaging.meter import METERING_EVENT_TYPE, METERING_PRIORITY
 
-__all__ = ["KombuBus", "PublishError", "consume_until"]
+__all__ = ["KombuBus", "PublishError", "consume_until", "open_connection"]
 
 LOG = logging.getLogger(__name__)
 
@@ -39,6 +39,23 @@ _POLLING_INTERVAL = 0.02
 
 class PublishError(Exception):
     """The bus did not take a batch."""
+
+
+def open_connection(url: str, *, confirm_publish: bool = True) -> Connection:
+    """A new kombu connection to ``url`` (not yet connected); one per thread that uses it.
+
+    With ``confirm_publish`` every publish waits for the broker's confirm.
+    """
+    if url.rstrip("/") == "memory:":
+        url = "memory://localhost//"  # kombu warns about a missing host otherwise
+    return Connection(
+        url,
+        transport_options={
+            "polling_interval": _POLLING_INTERVAL,
+            "confirm_publish": confirm_publish,
+        },
+        connect_timeout=5,
+    )
 
 
 class KombuBus:
@@ -66,14 +83,7 @@ class KombuBus:
 
     def connect(self) -> Connection:
         """A new connection; each thread that uses the bus needs its own."""
-        url = self.settings.url
-        if url.rstrip("/") == "memory:":
-            url = "memory://localhost//"  # kombu warns about a missing host otherwise
-        return Connection(
-            url,
-            transport_options={"polling_interval": _POLLING_INTERVAL, "confirm_publish": True},
-            connect_timeout=5,
-        )
+        return open_connection(self.settings.url)
 
     def _ensure_producer(self) -> Producer:
         if self._producer is None:

@@ -13,8 +13,9 @@ Messages are processed as they arrive and acknowledged in batches, only after
 the batch's counters were handed to the publisher (``Publisher.publish``
 returned: the bus confirmed them). A message that cannot be metered is
 dead-lettered with its reason, then acknowledged: on RabbitMQ to the queue
-``<queue><notifications.dead_letter_suffix>`` (``notifications.info.dead``), on
-the embedded bus to the store's dead-letter table. Nothing is requeued for its
+``<queue><notifications.dead_letter_suffix>`` (``notifications.info.dead``,
+through :mod:`nephoscope.messaging.deadletter`, as the collector's), on the
+embedded bus to the store's dead-letter table. Nothing is requeued for its
 content; a batch is handed back to the broker only when the publisher or the
 dead-letter queue failed, which is the bus's fault, not the message's.
 """
@@ -26,18 +27,24 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from amqp.exceptions import PreconditionFailed
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue, binding
 from kombu.message import Message
-from kombu.messaging import Consumer, Producer
+from kombu.messaging import Consumer
 from kombu.utils.url import maybe_sanitize_url
 
-from nephoscope.messaging.bus import consume_until
+from nephoscope.messaging.bus import consume_until, open_connection
+from nephoscope.messaging.deadletter import (
+    HEADER_PREFIX,
+    DeadLetterSink,
+    Letter,
+    QueueDeadLetters,
+)
 from nephoscope.notification.processor import NotificationProcessor, Outcome
 from nephoscope.plugin import ExchangeTopics
 from nephoscope.storage.base import DeadLetter
@@ -48,6 +55,7 @@ if TYPE_CHECKING:
     from nephoscope.storage.base import Store
 
 __all__ = [
+    "HEADER_PREFIX",
     "DeadLetterSink",
     "Letter",
     "ListenerStats",
@@ -56,43 +64,17 @@ __all__ = [
     "QueueDeadLetters",
     "StoreDeadLetters",
     "build_queues",
+    "queue_names",
 ]
 
 LOG = logging.getLogger(__name__)
 
-_POLLING_INTERVAL: Final = 0.02
-# After a stop is asked for, drain until the bus has been quiet this long.
 #: Seconds between attempts to send what the publisher buffered.
 _BUFFER_RETRY: Final = 5.0
-#: Headers a dead letter carries on RabbitMQ.
-HEADER_PREFIX: Final = "x-nephoscope-"
 
 
 class NotificationBusError(Exception):
     """The listener cannot consume as configured (a declaration the broker refuses)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Letter:
-    """A notification that could not be metered, with where it came from and why."""
-
-    body: bytes
-    reason: str
-    queue: str
-    exchange: str
-    routing_key: str
-    received_at: datetime
-    message_id: str | None = None
-    event_type: str | None = None
-    content_type: str | None = None
-    content_encoding: str | None = None
-    headers: dict[str, Any] = field(default_factory=dict)
-
-
-class DeadLetterSink(Protocol):
-    """Where dead letters go. ``put`` raises when they could not be kept."""
-
-    def put(self, letters: Sequence[Letter]) -> None: ...
 
 
 class StoreDeadLetters:
@@ -117,56 +99,19 @@ class StoreDeadLetters:
         )
 
 
-class QueueDeadLetters:
-    """Dead letters into a durable queue on the broker, beside the queue they came from.
+def _queue_name(settings: NotificationSettings, routing_key: str) -> str:
+    return settings.pool or routing_key
 
-    The body is published unchanged; the reason and origin travel in headers
-    (``x-nephoscope-reason``, ``-queue``, ``-exchange``, ``-routing-key``,
-    ``-event-type``, ``-dead-lettered-at``), persistent, with publisher
-    confirms. Publishing the body back to its exchange with its routing key
-    replays it.
-    """
 
-    def __init__(self, suffix: str) -> None:
-        self.suffix = suffix
-        self._producer: Producer | None = None
-        self._declared: set[str] = set()
-
-    def bind(self, connection: Connection) -> None:
-        self._producer = Producer(connection.channel())
-        self._declared.clear()
-
-    def put(self, letters: Sequence[Letter]) -> None:
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError("dead-letter queue used before bind()")
-        for letter in letters:
-            name = letter.queue + self.suffix
-            if name not in self._declared:
-                Queue(name, durable=True, auto_delete=False).bind(producer.channel).declare()
-                self._declared.add(name)
-            headers = dict(letter.headers)
-            headers.update(
-                {
-                    f"{HEADER_PREFIX}reason": letter.reason[:4000],
-                    f"{HEADER_PREFIX}queue": letter.queue,
-                    f"{HEADER_PREFIX}exchange": letter.exchange,
-                    f"{HEADER_PREFIX}routing-key": letter.routing_key,
-                    f"{HEADER_PREFIX}event-type": letter.event_type or "",
-                    f"{HEADER_PREFIX}dead-lettered-at": letter.received_at.isoformat(),
-                }
-            )
-            producer.publish(
-                letter.body,
-                exchange="",
-                routing_key=name,
-                headers=headers,
-                delivery_mode=2,
-                content_type=letter.content_type or "application/json",
-                content_encoding=letter.content_encoding or "utf-8",
-                message_id=letter.message_id,
-                retry=False,
-            )
+def queue_names(settings: NotificationSettings) -> list[str]:
+    """The queues the listener consumes for the configured topics and priorities."""
+    return list(
+        dict.fromkeys(
+            _queue_name(settings, f"{topic}.{priority}")
+            for topic in settings.topics
+            for priority in settings.priorities
+        )
+    )
 
 
 def build_queues(targets: Sequence[ExchangeTopics], settings: NotificationSettings) -> list[Queue]:
@@ -186,7 +131,7 @@ def build_queues(targets: Sequence[ExchangeTopics], settings: NotificationSettin
         for topic in target.topics:
             for priority in settings.priorities:
                 routing_key = f"{topic}.{priority}"
-                name = settings.pool or routing_key
+                name = _queue_name(settings, routing_key)
                 bindings.setdefault(name, {})[(target.exchange, routing_key)] = binding(
                     exchange, routing_key=routing_key
                 )
@@ -248,7 +193,7 @@ class NotificationListener:
         self._embedded = self.url.startswith("memory:")
         self._queue_dead_letters: QueueDeadLetters | None = None
         if dead_letters is None and not self._embedded and ns.dead_letter_suffix:
-            self._queue_dead_letters = QueueDeadLetters(ns.dead_letter_suffix)
+            self._queue_dead_letters = QueueDeadLetters(self.url, ns.dead_letter_suffix)
             dead_letters = self._queue_dead_letters
         self.dead_letters = dead_letters
         self._pending: list[_Pending] = []
@@ -268,14 +213,7 @@ class NotificationListener:
         return f"queues {queues} on {exchanges}"
 
     def connect(self) -> Connection:
-        url = self.url
-        if url.rstrip("/") == "memory:":
-            url = "memory://localhost//"
-        return Connection(
-            url,
-            transport_options={"polling_interval": _POLLING_INTERVAL, "confirm_publish": True},
-            connect_timeout=5,
-        )
+        return open_connection(self.url)
 
     # -- intake ------------------------------------------------------------------
 
@@ -370,7 +308,7 @@ class NotificationListener:
         return Letter(
             body=body,
             reason="; ".join(outcome.problems),
-            queue=self.settings.notifications.pool or routing_key,
+            queue=_queue_name(self.settings.notifications, routing_key),
             exchange=str(info.get("exchange") or ""),
             routing_key=routing_key,
             received_at=datetime.now(UTC),
@@ -403,6 +341,13 @@ class NotificationListener:
         :class:`NotificationBusError` when the broker refuses a declaration.
         """
         self._stopping = stop
+        try:
+            self._run(stop, ready)
+        finally:
+            if self._queue_dead_letters is not None:
+                self._queue_dead_letters.close()
+
+    def _run(self, stop: threading.Event, ready: threading.Event | None) -> None:
         backoff = 1.0
         while True:
             try:
@@ -446,8 +391,6 @@ class NotificationListener:
                     f"notifications.durable to the amqp_durable_queues of the OpenStack "
                     f"services that created them"
                 ) from None
-            if self._queue_dead_letters is not None:
-                self._queue_dead_letters.bind(connection)
             with consumer:
                 if ready is not None:
                     ready.set()
