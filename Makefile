@@ -59,6 +59,7 @@ bench: install-test
 	$(BIN)/python bench/notifications.py
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/transport.py
+	$(BIN)/python bench/rollup_statistics.py
 
 lint: install-test
 	$(BIN)/ruff check src tests bench examples

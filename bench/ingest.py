@@ -41,7 +41,10 @@ METERS = [
 
 
 def make_counters(count: int, resources: int) -> list[Counter]:
-    start = datetime(2026, 11, 1, tzinfo=UTC)
+    # Recent, as a live collector sees them: every archive policy level is written
+    # (the store skips rollup buckets older than their level keeps).
+    cycles = -(-count // (len(METERS) * resources))
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=60 * cycles)
     counters = []
     for i in range(count):
         name, kind, unit = METERS[i % len(METERS)]
@@ -64,12 +67,17 @@ def make_counters(count: int, resources: int) -> list[Counter]:
     return counters
 
 
-def one_run(counters: list[Counter], workdir: Path, chunk: int) -> dict[str, float]:
+def one_run(
+    counters: list[Counter], workdir: Path, chunk: int, rollups: bool = True
+) -> dict[str, float]:
     db = workdir / f"ingest-{time.monotonic_ns()}.db"
     settings = Settings(
         metering_secret="bench-secret",
         bus={"url": "memory://", "exchange": f"bench-{db.stem}", "topic": db.stem},
-        store={"url": f"sqlite:///{db}"},
+        store={
+            "url": f"sqlite:///{db}",
+            **({} if rollups else {"archive_policy": {"default": []}}),
+        },
     )
     store = open_store(settings.store)
     collector = Collector(settings, store)
@@ -116,13 +124,18 @@ def main() -> int:
     parser.add_argument("--resources", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=5_000, help="counters per publish call")
+    parser.add_argument(
+        "--no-rollups",
+        action="store_true",
+        help="keep no rollups (store.archive_policy.default: []), to see what they cost",
+    )
     args = parser.parse_args()
 
     counters = make_counters(args.samples, args.resources)
     runs = []
     with tempfile.TemporaryDirectory(prefix="nephoscope-bench-") as tmp:
         for index in range(args.runs):
-            result = one_run(counters, Path(tmp), args.chunk)
+            result = one_run(counters, Path(tmp), args.chunk, rollups=not args.no_rollups)
             runs.append(result)
             print(
                 f"run {index + 1}: {result['samples_per_second']:,.0f} samples/s end to end "
@@ -140,6 +153,7 @@ def main() -> int:
         },
         "samples": args.samples,
         "resources": args.resources,
+        "rollups": not args.no_rollups,
         "runs": runs,
         "samples_per_second": {
             "median": statistics.median(rates),

@@ -743,33 +743,146 @@ def statistics(
     )
 
 
+@app.command()
+def usage(
+    since: Annotated[
+        str,
+        typer.Option("--since", help="From this time (ISO 8601, or an age such as 15m, 2h, 7d)."),
+    ],
+    config: ConfigOption = None,
+    json: JsonOption = False,
+    project: ProjectOption = None,
+    until: UntilOption = None,
+    max_gap: Annotated[
+        str,
+        typer.Option(
+            "--max-gap", help="Longest gap between two samples that is counted (2h, 90m, 7200)."
+        ),
+    ] = "2h",
+) -> None:
+    """Usage per project: instance, vCPU, memory and disk hours, CPU seconds, network bytes.
+
+    The rules are in docs/api.md (GET /v2/usage); without --project, every
+    project with usage in the window.
+    """
+    from nephoscope.storage.usage import usage as project_usage
+
+    start = parse_time(since, "--since") or datetime.now(UTC)
+    end = parse_time(until, "--until") or datetime.now(UTC)
+    gap = parse_duration(max_gap)
+    if not isinstance(gap, timedelta):
+        try:
+            gap = timedelta(seconds=float(gap))
+        except (ValueError, OverflowError):
+            fail(f"--max-gap: {max_gap!r} is neither seconds nor a duration such as 90m, 2h")
+    if gap <= timedelta(0):
+        fail("--max-gap must be above zero")
+    if start >= end:
+        fail(f"--since ({_when(start)}) must be before --until ({_when(end)})")
+    settings = settings_from(config)
+    with opened_store(settings) as store:
+        found = project_usage(store, start, end, project, gap)
+    if json:
+        emit_json(u.as_dict() for u in found)
+        return
+    show_table(
+        f"Usage from {_when(start)} to {_when(end)}",
+        ["project", "measure", "volume", "unit", "resources"],
+        (
+            [u.project_id, i.name, _number(i.volume), i.unit, i.resources]
+            for u in found
+            for i in u.items
+        ),
+    )
+
+
 @app.command("dead-letters")
 def dead_letters(
     config: ConfigOption = None, json: JsonOption = False, limit: LimitOption = 20
 ) -> None:
-    """Messages the collector could not store, with the reason."""
-    show_query(
-        config,
-        json,
-        lambda store: store.dead_letters(limit),
-        "Dead letters",
-        ["received", "reason", "message id", "body"],
-        lambda d: [
-            _when(d.received_at),
-            d.reason,
-            d.message_id,
-            d.body[:120].decode("utf-8", "replace"),
-        ],
-    )
+    """Messages that could not be metered, with the reason: the newest in the store and,
+    on RabbitMQ, the oldest in each dead-letter queue (up to --limit of each).
+
+    Listing takes nothing from a queue. Exits with status 1 when a bus cannot be reached.
+    """
+    from nephoscope.messaging.deadletter import peek
+
+    settings = settings_from(config)
+    with opened_store(settings) as store:
+        rows: list[dict[str, Any]] = [
+            asdict(d) | {"queue": None} for d in store.dead_letters(limit)
+        ]
+    unreachable = False
+    for url, names in _dead_letter_queues(settings).items():
+        try:
+            with _connected(url) as connection:
+                rows.extend(asdict(letter) for letter in peek(connection, names, limit))
+        except Exception as exc:
+            err.print(f"[bold red]error:[/] {_safe(url)}: {type(exc).__name__}: {exc}")
+            unreachable = True
+    if json:
+        emit_json(rows)
+    else:
+        show_table(
+            "Dead letters",
+            ["where", "received", "reason", "message id", "body"],
+            (
+                [
+                    row["queue"] or "store",
+                    _when(row["received_at"]),
+                    row["reason"],
+                    row["message_id"],
+                    row["body"][:120].decode("utf-8", "replace"),
+                ]
+                for row in rows
+            ),
+        )
+    if unreachable:
+        raise typer.Exit(1)
+
+
+def _dead_letter_queues(settings: Settings) -> dict[str, list[str]]:
+    """The dead-letter queues on RabbitMQ, by bus URL: the metering queue's and the
+    notification queues'. The embedded bus keeps its dead letters in the store."""
+    from nephoscope.messaging.bus import KombuBus
+    from nephoscope.notification.listener import queue_names
+
+    queues: dict[str, list[str]] = {}
+    suffix = settings.collector.dead_letter_suffix
+    if not settings.bus.url.startswith("memory:") and suffix:
+        queues.setdefault(settings.bus.url, []).append(KombuBus(settings.bus).queue.name + suffix)
+    notifications = settings.notifications
+    url = notifications.url or settings.bus.url
+    if not url.startswith("memory:") and notifications.dead_letter_suffix:
+        queues.setdefault(url, []).extend(
+            name + notifications.dead_letter_suffix for name in queue_names(notifications)
+        )
+    return queues
+
+
+@contextmanager
+def _connected(url: str) -> Iterator[Any]:
+    from nephoscope.messaging.bus import open_connection
+
+    with open_connection(url) as connection:
+        connection.ensure_connection(max_retries=1)
+        yield connection
+
+
+def _safe(url: str) -> str:
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))
 
 
 @app.command()
 def status(config: ConfigOption = None, json: JsonOption = False) -> None:
     """Is everything reachable, what is waiting, what was refused, how fresh is the data.
 
-    Exits with status 1 when the bus or the store cannot be reached.
+    Exits with status 1 when a bus or the store cannot be reached.
     """
     from nephoscope.messaging.bus import KombuBus
+    from nephoscope.messaging.deadletter import depths
     from nephoscope.messaging.spool import Spool
     from nephoscope.storage import StoreError, open_store
 
@@ -788,6 +901,17 @@ def status(config: ConfigOption = None, json: JsonOption = False) -> None:
         except Exception as exc:
             report["bus_reachable"] = False
             report["bus_error"] = bus.describe_error(exc)
+            healthy = False
+    for url, names in _dead_letter_queues(settings).items():
+        queued: dict[str, int | None] = report.setdefault("dead_letter_queues", {})
+        try:
+            with _connected(url) as connection:
+                queued.update(depths(connection, names))
+        except Exception as exc:
+            queued.update(dict.fromkeys(names))  # unknown
+            if url != settings.bus.url:  # the metering bus's failure is said above
+                report["notification_bus_reachable"] = False
+                report["notification_bus_error"] = f"{_safe(url)}: {type(exc).__name__}: {exc}"
             healthy = False
     buffer = settings.publisher.buffer
     assert buffer.path is not None
@@ -822,16 +946,21 @@ def status(config: ConfigOption = None, json: JsonOption = False) -> None:
     if json:
         emit_json([report])
     else:
-        show_table(
-            "Status",
-            ["field", "value"],
-            (
-                [key.replace("_", " "), _when(v) if isinstance(v, datetime) else _show(v)]
-                for key, v in report.items()
-            ),
-        )
+        show_table("Status", ["field", "value"], _status_rows(report))
     if not healthy:
         raise typer.Exit(1)
+
+
+def _status_rows(report: dict[str, Any]) -> Iterator[list[str]]:
+    for key, value in report.items():
+        if key == "dead_letter_queues":
+            for queue, depth in value.items():
+                yield [f"dead letters in {queue}", _show(depth)]
+        elif key == "dead_letters":
+            yield ["dead letters in the store", _show(value)]
+        else:
+            shown = _when(value) if isinstance(value, datetime) else _show(value)
+            yield [key.replace("_", " "), shown]
 
 
 def _show(value: Any) -> str:
@@ -866,10 +995,10 @@ def db_upgrade(config: ConfigOption = None) -> None:
 
 @db_app.command("expire")
 def db_expire(config: ConfigOption = None, json: JsonOption = False) -> None:
-    """Delete samples older than store.retention allows, now."""
+    """Delete samples and rollups older than store.retention and store.archive_policy allow."""
     settings = settings_from(config)
-    if not settings.store.retention.enabled:
-        out.print("store.retention keeps every sample: nothing to expire")
+    if not settings.store.expires:
+        out.print("store.retention and store.archive_policy keep everything: nothing to expire")
         return
     with opened_store(settings) as store:
         deleted = store.expire()

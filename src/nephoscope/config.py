@@ -101,6 +101,10 @@ class CollectorSettings(Section):
     batch_timeout: float = Field(default=0.5, gt=0, le=60)
     #: Unacknowledged bus messages a collector holds at once.
     prefetch: int = Field(default=64, ge=1, le=65_535)
+    #: On RabbitMQ, meter messages that cannot be stored go to the queue
+    #: ``<bus.topic>.sample<suffix>``; empty: to the store's dead-letter table, as
+    #: on the embedded bus.
+    dead_letter_suffix: str = ".dead"
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -148,12 +152,90 @@ class RetentionSettings(Section):
         return self.default
 
 
+class ArchiveLevel(Section):
+    """One rollup granularity and how long its aggregates are kept."""
+
+    #: Width of each aggregate's time bucket, aligned to the epoch (whole seconds).
+    granularity: Duration
+    #: Aggregates older than this are deleted by expiry; ``null`` keeps them for ever.
+    timespan: Duration | None = None
+
+    @field_validator("granularity")
+    @classmethod
+    def _whole_seconds(cls, value: timedelta) -> timedelta:
+        seconds = value.total_seconds()
+        if seconds < 1 or seconds != int(seconds):
+            raise ValueError("a granularity must be a whole number of seconds, at least 1s")
+        return value
+
+    @property
+    def seconds(self) -> int:
+        """The granularity in seconds."""
+        return int(self.granularity.total_seconds())
+
+
+def _default_levels() -> list[ArchiveLevel]:
+    return [
+        ArchiveLevel(granularity=timedelta(minutes=1), timespan=timedelta(days=1)),
+        ArchiveLevel(granularity=timedelta(hours=1), timespan=timedelta(days=90)),
+        ArchiveLevel(granularity=timedelta(days=1), timespan=timedelta(days=5 * 365)),
+    ]
+
+
+class ArchivePolicySettings(Section):
+    """Which rollups the store keeps up to date at ingest, per meter.
+
+    ``statistics`` answers from them; an empty list keeps no rollups for those meters.
+    """
+
+    #: Levels for meters no pattern in ``meters`` matches.
+    default: list[ArchiveLevel] = Field(default_factory=_default_levels)
+    #: Meter name patterns (shell wildcards) and their levels; the first match wins.
+    meters: dict[str, list[ArchiveLevel]] = Field(default_factory=dict)
+
+    @field_validator("default")
+    @classmethod
+    def _distinct_default(cls, levels: list[ArchiveLevel]) -> list[ArchiveLevel]:
+        return _distinct_levels(levels)
+
+    @field_validator("meters")
+    @classmethod
+    def _distinct_meters(
+        cls, meters: dict[str, list[ArchiveLevel]]
+    ) -> dict[str, list[ArchiveLevel]]:
+        for levels in meters.values():
+            _distinct_levels(levels)
+        return meters
+
+    def levels_for(self, meter: str) -> list[ArchiveLevel]:
+        """The rollup levels kept for ``meter``, finest first."""
+        for pattern, levels in self.meters.items():
+            if fnmatchcase(meter, pattern):
+                return sorted(levels, key=lambda level: level.seconds)
+        return sorted(self.default, key=lambda level: level.seconds)
+
+
+def _distinct_levels(levels: list[ArchiveLevel]) -> list[ArchiveLevel]:
+    seconds = [level.seconds for level in levels]
+    if len(set(seconds)) != len(seconds):
+        raise ValueError("each granularity may appear once per policy")
+    return levels
+
+
 class StoreSettings(Section):
     #: SQLAlchemy URL; default a SQLite file under the user's data directory.
     url: str = Field(default="", validate_default=True)
     #: Run pending migrations when a store is opened.
     auto_upgrade: bool = True
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    archive_policy: ArchivePolicySettings = Field(default_factory=ArchivePolicySettings)
+
+    @property
+    def expires(self) -> bool:
+        """Whether anything ever expires: raw samples, or rollups of some level."""
+        policy = self.archive_policy
+        levels = [*policy.default, *(level for ls in policy.meters.values() for level in ls)]
+        return self.retention.enabled or any(level.timespan is not None for level in levels)
 
     @field_validator("url")
     @classmethod

@@ -255,7 +255,8 @@ def test_db_expire_applies_the_retention_policy(tmp_path: Path) -> None:
     new = [c.with_id(str(uuid.uuid4())) for c in agent.poll(source)]
     store.write_batch(old + new)
     store.close()
-    assert "nothing to expire" in run_cli("db", "expire", config=config).stdout
+    # Without store.retention raw samples stay (only the default policy's old rollups go).
+    assert "0 sample(s) expired" in run_cli("db", "expire", config=config).stdout
 
     keep_two_days = tmp_path / "retention.yaml"
     keep_two_days.write_text(

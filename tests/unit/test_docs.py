@@ -163,7 +163,12 @@ def test_documented_defaults_are_the_real_ones() -> None:
             assert literal is None, f"{key}: its default is computed; describe it in words"
             continue
         assert literal, f"{key}: write the default as one YAML value in backticks, not {cell!r}"
-        assert yaml.safe_load(literal[1]) == default_of(info), f"{key}: wrong default {cell}"
+        # Compared as the setting reads it, so `1m` documents a default of 60 seconds.
+        adapter = TypeAdapter(info.annotation)
+        written = adapter.dump_python(
+            adapter.validate_python(yaml.safe_load(literal[1])), mode="json"
+        )
+        assert written == default_of(info), f"{key}: wrong default {cell}"
 
 
 #: "Read by" cells that name no command.
@@ -223,6 +228,14 @@ def test_sample_file_names_every_key() -> None:
     # Commented-out keys count: they show where a key goes and why it is left out.
     uncommented = re.sub(r"^(\s*)# ?(\w+:)", r"\1\2", block.text, flags=re.M)
     present = _paths(yaml.safe_load(uncommented))
+    # A mapping of patterns to lists of models names its items' keys `key[].item`.
+    for key, info in setting_fields().items():
+        if typing.get_origin(info.annotation) is dict and _models(info.annotation):
+            present |= {
+                f"{key}[].{path.split('[].', 1)[1]}"
+                for path in present
+                if path.startswith(key + ".") and "[]." in path
+            }
     missing = sorted(set(setting_fields()) - present)
     assert not missing, f"the sample ({where(CONFIGURATION, block)}) lacks {missing}"
 

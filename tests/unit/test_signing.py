@@ -102,3 +102,27 @@ def test_without_the_json_promise_look_alike_values_sign_differently() -> None:
     odd = dict(message, resource_metadata={"colour": Colour.RED})
     compute_signature(base, "k", json_values=True)  # cache the JSON look-alike
     assert compute_signature(odd, "k") != compute_signature(base, "k")
+
+
+def test_the_keyed_hmac_gives_the_digest_of_hmac_with_or_without_its_inner_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import hashlib
+    import hmac
+
+    from nephoscope import signing
+
+    expected = hmac.new(b"k", b"text", hashlib.sha256).hexdigest()
+
+    def one(secret: str) -> str:
+        digest = signing._keyed_hmac(secret).copy()
+        digest.update(b"text")
+        return digest.hexdigest()
+
+    assert one("k") == expected
+    # A digest OpenSSL does not know makes hmac.HMAC work in Python, with no
+    # OpenSSL object inside: the wrapper itself is used.
+    sha256 = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *data: sha256(*data))
+    assert type(signing._keyed_hmac("k")) is hmac.HMAC
+    assert one("k") == expected

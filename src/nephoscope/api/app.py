@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
 import orjson
@@ -14,7 +14,7 @@ from uuid_utils import uuid7
 
 from nephoscope.api.auth import Authenticator, Principal
 from nephoscope.api.errors import ApiError, ClientError, install_handlers
-from nephoscope.api.query import SAMPLE_FIELDS, check_text, read_query, scoped
+from nephoscope.api.query import SAMPLE_FIELDS, check_text, parse_time, read_query, scoped
 from nephoscope.api.query import Query as ReadQuery
 from nephoscope.api.views import (
     isotime,
@@ -36,6 +36,20 @@ from nephoscope.storage.base import (
     SampleFilter,
     Store,
 )
+from nephoscope.storage.derived import (
+    DerivedMeter,
+    derived_meter,
+    derived_samples,
+    derived_statistics,
+)
+from nephoscope.storage.rates import (
+    RATE,
+    NotCumulative,
+    check_cumulative,
+    ordered_samples,
+    with_rates,
+)
+from nephoscope.storage.usage import DEFAULT_MAX_GAP, usage
 
 __all__ = ["create_app"]
 
@@ -47,6 +61,8 @@ MAX_LIMIT: Final = 1_000_000
 #: The longest statistics period: ten years of seconds.
 MAX_PERIOD: Final = 10 * 366 * 86_400
 METER_FIELDS: Final = ("resource_id", "project_id", "user_id", "source", "timestamp", "meter")
+#: The longest gap ``/v2/usage`` bridges: 31 days.
+MAX_USAGE_GAP: Final = 31 * 86_400
 
 Token = Annotated[str | None, Header(alias="X-Auth-Token")]
 QField = Annotated[list[str] | None, Query(alias="q.field", description="Field to filter on.")]
@@ -122,7 +138,7 @@ CAPABILITIES: Final = {
         "statistics:query:metadata": True,
         "statistics:query:complex": False,
         "statistics:aggregation:standard": True,
-        **{f"statistics:aggregation:selectable:{f}": True for f in AGGREGATE_FUNCTIONS},
+        **{f"statistics:aggregation:selectable:{f}": True for f in (*AGGREGATE_FUNCTIONS, RATE)},
         "alarms:query:simple": False,
         "alarms:query:complex": False,
         "alarms:history:query:simple": False,
@@ -193,7 +209,11 @@ def create_app(
         query = _meter_query(caller, meter_name, q)
         if not query.possible:
             return _json([])
-        samples = store.samples(query.filter, limit=limit or DEFAULT_LIMIT)
+        derived = derived_meter(store, query.filter)
+        if derived is not None:
+            samples = derived_samples(store, derived, query.filter, limit or DEFAULT_LIMIT)
+        else:
+            samples = store.samples(query.filter, limit=limit or DEFAULT_LIMIT)
         return _json([old_sample_view(s) for s in samples])
 
     @app.post("/v2/meters/{meter_name}", status_code=201)
@@ -259,6 +279,7 @@ def create_app(
         if len(params) > len(funcs):
             raise ClientError("aggregate.param given without its aggregate.func")
         aggregates: list[tuple[str, str | None]] = []
+        rate = False
         # Ceilometer pairs parameters with functions by position (the client sends
         # parametrised functions first); parameters as many as the cardinality
         # functions go to those, wherever they stand.
@@ -269,9 +290,14 @@ def create_app(
             paired = dict(enumerate(params))
         for index, func in enumerate(funcs):
             param = paired.get(index) or None
+            if func == RATE:
+                # Computed here from ordered samples, not by the store.
+                rate = True
+                continue
             if func not in AGGREGATE_FUNCTIONS:
                 raise ClientError(
-                    f"Invalid aggregation function: {func}: use {', '.join(AGGREGATE_FUNCTIONS)}"
+                    f"Invalid aggregation function: {func}: use "
+                    f"{', '.join((*AGGREGATE_FUNCTIONS, RATE))}"
                 )
             if func == "cardinality":
                 if param not in CARDINALITY_FIELDS:
@@ -284,10 +310,47 @@ def create_app(
             aggregates.append((func, param))
         if not query.possible:
             return _json([])
-        stats = store.statistics(
-            query.filter, period or None, groupby=list(names), aggregates=aggregates
-        )
-        return _json([statistic_view(s, names, bool(aggregates)) for s in stats])
+        derived = derived_meter(store, query.filter)
+        if rate:
+            _check_rate(store, query.filter, derived)
+        if derived is not None:
+            stats = derived_statistics(
+                store, derived, query.filter, period or None, list(names), aggregates
+            )
+        else:
+            stats = store.statistics(
+                query.filter, period or None, groupby=list(names), aggregates=aggregates
+            )
+        if rate:
+            stats = with_rates(stats, ordered_samples(store, query.filter), list(names))
+        views = [statistic_view(s, names, bool(aggregates) or rate) for s in stats]
+        if rate:
+            for view in views:
+                # A period without two samples of one resource has no rate.
+                view["aggregate"].setdefault(RATE, None)
+        return _json(views)
+
+    @app.get("/v2/usage")
+    def get_usage(
+        caller: Caller,
+        start: Annotated[str, Query(description="From this time (ISO 8601), included.")],
+        end: Annotated[str | None, Query(description="Up to this time, excluded; now.")] = None,
+        project_id: Annotated[str | None, Query(description="The project; a member's own.")] = None,
+        max_gap: Annotated[
+            int, Query(ge=1, le=MAX_USAGE_GAP, description="Longest gap counted, seconds.")
+        ] = int(DEFAULT_MAX_GAP.total_seconds()),
+    ) -> Response:
+        since = parse_time(check_text(start, "start"), "start")
+        until = parse_time(check_text(end, "end"), "end") if end else datetime.now(UTC)
+        if since >= until:
+            raise ClientError(f"start ({isotime(since)}) must be before end ({isotime(until)})")
+        if project_id is not None:
+            check_text(project_id, "project_id")
+        query = scoped(caller, ReadQuery(SampleFilter(project_id=project_id)))
+        if not query.possible:
+            return _json([])
+        found = usage(store, since, until, query.filter.project_id, timedelta(seconds=max_gap))
+        return _json([u.as_dict() for u in found])
 
     @app.get("/v2/samples")
     def list_samples(
@@ -358,6 +421,16 @@ def _meter_query(
         allowed=SAMPLE_FIELDS,
         base=SampleFilter(meter=meter_name),
     )
+
+
+def _check_rate(store: Store, query: SampleFilter, derived: DerivedMeter | None) -> None:
+    """Refuse ``aggregate.func=rate`` of a meter that is not cumulative."""
+    try:
+        if derived is not None:
+            raise NotCumulative(f"rate needs a cumulative meter: {derived.name} is a derived gauge")
+        check_cumulative(store, query)
+    except NotCumulative as exc:
+        raise ClientError(f"Invalid aggregation function: {exc}") from None
 
 
 def _counter(

@@ -25,6 +25,9 @@ def isotime(moment: datetime | None) -> str | None:
     """Ceilometer's timestamps: naive UTC ISO 8601."""
     if moment is None:
         return None
+    if moment.tzinfo is UTC:
+        # The store's times, already UTC: drop the "+00:00" (the cheapest way, per statistic).
+        return moment.isoformat()[:-6]
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat()
 
 

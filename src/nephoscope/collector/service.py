@@ -1,10 +1,14 @@
 """Consume meter messages, verify them, store them in batches, acknowledge after commit.
 
 A message that cannot be stored (bad signature, bad field, not JSON) becomes a
-dead letter with its reason in the same transaction as the good samples of its
-batch. A store that is down leaves the messages on the bus to be delivered
-again; a sample the store itself refuses is dead-lettered alone instead of
-blocking the queue (Ceilometer requeued such a poison message forever).
+dead letter with its reason, and the good samples beside it are stored all the
+same. On RabbitMQ each dead letter goes to the queue ``<queue>.dead``
+(``collector.dead_letter_suffix``), confirmed by the broker before the batch is
+acknowledged; on the embedded bus, whose queue dies with the process, to the
+store's dead-letter table in the batch's own transaction. A store that is down
+leaves the messages on the bus to be delivered again; a sample the store itself
+refuses is dead-lettered alone instead of blocking the queue (Ceilometer
+requeued such a poison message forever).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sqlalchemy import exc as sa_exc
 from nephoscope.config import Settings
 from nephoscope.counter import Counter
 from nephoscope.messaging.bus import KombuBus, consume_until
+from nephoscope.messaging.deadletter import DeadLetterSink, Letter, QueueDeadLetters
 from nephoscope.messaging.envelope import decode_envelope
 from nephoscope.messaging.errors import RejectedMessage
 from nephoscope.messaging.meter import (
@@ -80,7 +85,7 @@ def parse_body(body: bytes | str, secret: str, received_at: datetime | None = No
                         parsed.counters.append(message_to_counter(exact[index], secret))
                         continue
                     except RejectedMessage:
-                        pass
+                        item = exact[index]  # kept as it was sent
             parsed.dead_letters.append(
                 DeadLetter(exc.reason, _dump(item), received_at, exc.message_id)
             )
@@ -100,7 +105,11 @@ def _exact_payload(raw_body: bytes) -> list[Any]:
 def _dump(item: Any) -> bytes:
     try:
         return orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:
+    except TypeError:  # orjson refuses integers beyond 64 bits
+        pass
+    try:
+        return json.dumps(item).encode("utf-8")
+    except (TypeError, ValueError):
         return repr(item).encode("utf-8")
 
 
@@ -133,10 +142,36 @@ class _Pending:
     parsed: Parsed
 
 
+@dataclass(frozen=True)
+class _Written:
+    """What the writer thread did with a batch."""
+
+    result: WriteResult
+    #: Samples the store refused, for the dead-letter queue (kept in the store otherwise).
+    refused: list[DeadLetter]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A batch handed to the writer thread, not yet acknowledged."""
+
+    future: Future[_Written]
+    pending: list[_Pending]
+    #: Dead letters for the dead-letter queue, sent once the samples are committed.
+    dead: list[DeadLetter]
+
+
 class Collector:
     """Reads the metering queue into a store. ``run`` until ``stop`` is set."""
 
-    def __init__(self, settings: Settings, store: Store, bus: KombuBus | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        bus: KombuBus | None = None,
+        *,
+        dead_letters: DeadLetterSink | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.bus = bus or KombuBus(settings.bus)
@@ -150,13 +185,20 @@ class Collector:
         self._oldest: float | None = None
         # An in-process bus loses what is queued when the process ends: drain it.
         self._embedded = settings.bus.url.startswith("memory:")
+        suffix = settings.collector.dead_letter_suffix
+        self._queue_dead_letters: QueueDeadLetters | None = None
+        if dead_letters is None and not self._embedded and suffix:
+            self._queue_dead_letters = QueueDeadLetters(settings.bus.url, suffix)
+            dead_letters = self._queue_dead_letters
+        #: Where dead letters go; None: into the store with their batch.
+        self.dead_letters = dead_letters
         self._writer: ThreadPoolExecutor | None = None
-        retention = settings.store.retention
         # Expiry runs in the writer thread between batches, so it never competes
         # with them for the store.
-        self._expire_every = retention.interval if retention.enabled else None
+        store_settings = settings.store
+        self._expire_every = store_settings.retention.interval if store_settings.expires else None
         self._next_expiry = time.monotonic()
-        self._inflight: tuple[Future[WriteResult], list[_Pending]] | None = None
+        self._inflight: _Batch | None = None
 
     # -- intake ------------------------------------------------------------
 
@@ -201,25 +243,64 @@ class Collector:
             return
         counters = [c for p in pending for c in p.parsed.counters]
         dead = [d for p in pending for d in p.parsed.dead_letters]
+        for_queue: list[DeadLetter] = []
+        if self.dead_letters is not None:
+            for_queue, dead = dead, []
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="collector-writer")
-        self._inflight = (self._writer.submit(self._write, counters, dead), pending)
+        future = self._writer.submit(self._write, counters, dead)
+        self._inflight = _Batch(future, pending, for_queue)
+
+    def _send_dead_letters(self, dead: list[DeadLetter]) -> None:
+        """Hand dead letters to the dead-letter queue; raises when it did not take them."""
+        assert self.dead_letters is not None
+        bus = self.bus
+        try:
+            self.dead_letters.put(
+                [
+                    Letter(
+                        body=d.body,
+                        reason=d.reason,
+                        queue=bus.queue.name,
+                        exchange=bus.exchange.name,
+                        routing_key=bus.routing_key,
+                        received_at=d.received_at,
+                        message_id=d.message_id,
+                    )
+                    for d in dead
+                ]
+            )
+        except Exception as exc:
+            # The batch is not acknowledged: the broker delivers it again.
+            LOG.error("could not dead-letter %d meter message(s): %s", len(dead), exc)
+            raise
 
     def _settle(self) -> WriteResult | None:
         """Wait for the batch in flight; acknowledge its messages or hand them back."""
         if self._inflight is None:
             return WriteResult(0, 0, 0)
-        future, pending = self._inflight
+        batch = self._inflight
         self._inflight = None
         try:
-            result = future.result()
+            written = batch.future.result()
         except _StoreUnavailable as exc:
-            LOG.warning("store unavailable, %d message(s) left on the bus: %s", len(pending), exc)
-            self._requeue(pending)
+            LOG.warning(
+                "store unavailable, %d message(s) left on the bus: %s", len(batch.pending), exc
+            )
+            self._requeue(batch.pending)
             return None
-        for p in pending:
+        letters = [*batch.dead, *written.refused]
+        if letters:
+            # Confirmed by the broker before the batch is acknowledged: a crash in
+            # between delivers the batch again, its samples are duplicates the store
+            # ignores and its letters are sent twice, never lost. Sent after the
+            # commit, so a batch handed back while the store is down sends none.
+            self._send_dead_letters(letters)
+        for p in batch.pending:
             if p.message is not None:
                 p.message.ack()
+        stored = written.result
+        result = WriteResult(stored.stored, stored.duplicates, stored.dead_letters + len(letters))
         self.stats.stored += result.stored
         self.stats.duplicates += result.duplicates
         self.stats.dead_letters += result.dead_letters
@@ -228,10 +309,10 @@ class Collector:
             LOG.warning("%d message(s) dead-lettered in this batch", result.dead_letters)
         return result
 
-    def _write(self, counters: list[Counter], dead: list[DeadLetter]) -> WriteResult:
+    def _write(self, counters: list[Counter], dead: list[DeadLetter]) -> _Written:
         """Runs in the writer thread."""
         try:
-            return self.store.write_batch(counters, dead)
+            return _Written(self.store.write_batch(counters, dead), [])
         except Exception as exc:
             self.stats.store_errors += 1
             if _transient(exc):
@@ -242,11 +323,11 @@ class Collector:
         except Exception as exc:
             raise _StoreUnavailable(str(exc)) from exc
 
-    def _write_isolated(self, counters: list[Counter], dead: list[DeadLetter]) -> WriteResult:
+    def _write_isolated(self, counters: list[Counter], dead: list[DeadLetter]) -> _Written:
         # Only reached when the store refused a batch for its content: find the
         # samples it refuses and keep them as dead letters instead.
         stored = duplicates = 0
-        dead = list(dead)
+        refused: list[DeadLetter] = []
         now = datetime.now(UTC)
         for counter in counters:
             try:
@@ -254,7 +335,7 @@ class Collector:
             except Exception as exc:
                 if _transient(exc):
                     raise
-                dead.append(
+                refused.append(
                     DeadLetter(
                         f"store refused the sample: {type(exc).__name__}: {exc}"[:2000],
                         _dump(counter_to_message(counter, self._secret)),
@@ -265,8 +346,11 @@ class Collector:
                 continue
             stored += one.stored
             duplicates += one.duplicates
-        result = self.store.write_batch([], dead)
-        return WriteResult(stored, duplicates, result.dead_letters)
+        if self.dead_letters is not None:
+            # The main thread sends them, before it acknowledges the batch.
+            return _Written(WriteResult(stored, duplicates, 0), refused)
+        result = self.store.write_batch([], [*dead, *refused])
+        return _Written(WriteResult(stored, duplicates, result.dead_letters), [])
 
     def _requeue(self, pending: list[_Pending]) -> None:
         for p in pending:
@@ -283,6 +367,13 @@ class Collector:
 
     def run(self, stop: threading.Event, ready: threading.Event | None = None) -> None:
         """Consume until ``stop`` is set, then drain what is queued, flush and return."""
+        try:
+            self._run(stop, ready)
+        finally:
+            if self._queue_dead_letters is not None:
+                self._queue_dead_letters.close()
+
+    def _run(self, stop: threading.Event, ready: threading.Event | None) -> None:
         backoff = 1.0
         while True:
             try:
@@ -318,7 +409,7 @@ class Collector:
                 self.flush()
 
     def _tick(self) -> None:
-        if self._inflight is not None and self._inflight[0].done():
+        if self._inflight is not None and self._inflight.future.done():
             self._settle()
         if self._due():
             self._submit()
@@ -339,7 +430,7 @@ class Collector:
         # The channel is gone: the broker redelivers what was not acknowledged,
         # and the store ignores what it already has.
         if self._inflight is not None:
-            future, _pending = self._inflight
+            future = self._inflight.future
             self._inflight = None
             try:
                 future.result()

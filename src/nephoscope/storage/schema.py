@@ -20,6 +20,8 @@ __all__ = [
     "metadata",
     "metadata_bodies",
     "resources",
+    "rollup_meters",
+    "rollups",
     "samples",
     "series",
 ]
@@ -116,4 +118,36 @@ dead_letters = sa.Table(
     sa.Column("message_id", sa.Text(), nullable=True),
     sa.Column("body", sa.LargeBinary(), nullable=False),
     sa.Index(None, "received_at"),
+)
+
+#: Aggregates of one series' samples in one time bucket of one granularity (seconds).
+#: ``bucket`` is the bucket's start, a multiple of the granularity since the epoch.
+#: The key leads with the series so that one series' buckets are read as a range.
+rollups = sa.Table(
+    "rollups",
+    metadata,
+    sa.Column("series_id", sa.Integer(), sa.ForeignKey(series.c.id), nullable=False),
+    sa.Column("granularity", sa.Integer(), nullable=False),
+    sa.Column("bucket", sa.BigInteger(), nullable=False),
+    sa.Column("n", sa.BigInteger(), nullable=False),
+    sa.Column("total", sa.Double(), nullable=False),
+    sa.Column("low", sa.Double(), nullable=False),
+    sa.Column("high", sa.Double(), nullable=False),
+    sa.Column("squares", sa.Double(), nullable=False),
+    sa.Column("first_at", sa.BigInteger(), nullable=False),
+    sa.Column("first_value", sa.Double(), nullable=False),
+    sa.Column("last_at", sa.BigInteger(), nullable=False),
+    sa.Column("last_value", sa.Double(), nullable=False),
+    sa.PrimaryKeyConstraint("series_id", "granularity", "bucket"),
+    # Clustered on the key: an upsert is one B-tree walk, a range read is sequential.
+    sqlite_with_rowid=False,
+)
+
+#: The granularities (comma-separated seconds, finest first) the rollups hold for
+#: each meter: what ingest maintains and what the planner may read.
+rollup_meters = sa.Table(
+    "rollup_meters",
+    metadata,
+    sa.Column("name", sa.Text(), primary_key=True),
+    sa.Column("granularities", sa.Text(), nullable=False),
 )

@@ -34,7 +34,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from nephoscope.config import StoreSettings
 from nephoscope.counter import Counter
-from nephoscope.storage import StoreError
+from nephoscope.storage import StoreError, rollups
 from nephoscope.storage import schema as tables
 from nephoscope.storage.base import (
     AGGREGATE_FUNCTIONS,
@@ -245,6 +245,7 @@ class SQLStore:
             raise StoreError(f"cannot open the store: {exc}") from exc
         self.dialect_name: str = self.engine.dialect.name
         self._retention = settings.retention
+        self._archive = settings.archive_policy
         # SQLite transactions that write take the lock at BEGIN (see _create_engine).
         self._writer = self.engine.execution_options(**{_WRITE_OPTION: True})
         if self.dialect_name == "sqlite":
@@ -256,6 +257,8 @@ class SQLStore:
             self._in_chunk = 5000
         self._series_ids: _Cache[SeriesKey] = _Cache(CACHE_LIMIT)
         self._metadata_ids: _Cache[bytes] = _Cache(CACHE_LIMIT)
+        #: Granularities the rollups hold per meter (``rollup_meters``), once read or set.
+        self._granularities: dict[str, tuple[int, ...]] = {}
         self._positional: bool = self.engine.dialect.positional
         self._upsert_resources_many = _InsertMany(
             self.engine.dialect,
@@ -269,6 +272,23 @@ class SQLStore:
             tables.samples,
             ("timestamp", "volume", "batch_id", "series_id", "metadata_id", "message_id"),
         )
+        self._upsert_rollups = _InsertMany(
+            self.engine.dialect,
+            self._merge_rollups(self._insert(tables.rollups)),
+            tables.rollups,
+            _ROLLUP_COLUMNS,
+        )
+        if self.dialect_name == "postgresql":
+            self._move_rollups = str(
+                self._merge_rollups(
+                    postgresql.insert(tables.rollups).from_select(
+                        _ROLLUP_COLUMNS,
+                        sa.select(*(_INCOMING_ROLLUPS.c[name] for name in _ROLLUP_COLUMNS))
+                        # Key order: concurrent writers lock rollup rows in one order.
+                        .order_by(*(_INCOMING_ROLLUPS.c[name] for name in _ROLLUP_COLUMNS[:3])),
+                    )
+                ).compile(dialect=self.engine.dialect)
+            )
 
     # -- schema -------------------------------------------------------------------------
 
@@ -285,18 +305,102 @@ class SQLStore:
             return MigrationContext.configure(conn).get_current_revision(), head
 
     def upgrade(self) -> None:
-        """Bring the schema to the newest migration, in one transaction."""
+        """Bring the schema to the newest migration and the rollups to the archive
+        policy, in one transaction."""
         current, head = self.schema_revisions()
-        if current == head:
+        if current == head and not self._policy_changes():
             return
         config = self._alembic_config()
         with self._writer.begin() as conn:
             if self.dialect_name == "postgresql":
                 # Two services starting together must not both create the tables.
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
-            config.attributes["connection"] = conn
-            command.upgrade(config, "head")
-        LOG.info("store schema upgraded from %s to %s", current or "nothing", head)
+            if current != head:
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                LOG.info("store schema upgraded from %s to %s", current or "nothing", head)
+            self._apply_archive_policy(conn)
+        self._granularities.clear()
+
+    def _wanted_granularities(self, name: str) -> str:
+        return rollups.format_granularities(
+            level.seconds for level in self._archive.levels_for(name)
+        )
+
+    def _policy_changes(self) -> dict[str, str | None]:
+        with self.engine.connect() as conn:
+            return self._policy_changes_in(conn)
+
+    def _apply_archive_policy(self, conn: sa.Connection) -> None:
+        """Drop the rollups the policy no longer keeps; build the new ones from raw samples."""
+        for name, held in sorted(self._policy_changes_in(conn).items()):
+            wanted = rollups.parse_granularities(self._wanted_granularities(name))
+            # A meter with no record may still have rollups from a writer whose record
+            # was rolled back: rebuild everything for it rather than trust them.
+            have = () if held is None else rollups.parse_granularities(held)
+            dropped = set(have) - set(wanted) if held is not None else None
+            added = sorted(set(wanted) - set(have))
+            series = sa.select(tables.series.c.id).where(tables.series.c.name == name)
+            delete = tables.rollups.delete().where(tables.rollups.c.series_id.in_(series))
+            if dropped is None:
+                conn.execute(delete)
+            elif dropped:
+                conn.execute(delete.where(tables.rollups.c.granularity.in_(sorted(dropped))))
+            if added:
+                self._build_rollups(conn, name, tuple(added))
+            record = self._insert(tables.rollup_meters).values(
+                name=name, granularities=rollups.format_granularities(wanted)
+            )
+            conn.execute(
+                record.on_conflict_do_update(
+                    index_elements=[tables.rollup_meters.c.name],
+                    set_={"granularities": record.excluded.granularities},
+                )
+            )
+            LOG.info(
+                "rollups of %s now kept at %s s (were %s)",
+                name,
+                rollups.format_granularities(wanted) or "none",
+                held or "none",
+            )
+
+    def _policy_changes_in(self, conn: sa.Connection) -> dict[str, str | None]:
+        """Meters whose rollups differ from the archive policy: name -> what they hold."""
+        names = conn.execute(sa.select(tables.series.c.name).distinct()).scalars().all()
+        held: dict[str, str | None] = dict(
+            conn.execute(
+                sa.select(tables.rollup_meters.c.name, tables.rollup_meters.c.granularities)
+            ).all()
+        )
+        return {
+            name: held.get(name)
+            for name in {*names, *held}
+            if held.get(name) != self._wanted_granularities(name)
+        }
+
+    def _build_rollups(
+        self, conn: sa.Connection, name: str, granularities: tuple[int, ...]
+    ) -> None:
+        """Aggregate the stored samples of meter ``name`` into rollups of ``granularities``."""
+        series_ids = (
+            conn.execute(sa.select(tables.series.c.id).where(tables.series.c.name == name))
+            .scalars()
+            .all()
+        )
+        for series_id in sorted(series_ids):
+            points = conn.execute(
+                sa.select(tables.samples.c.timestamp, tables.samples.c.volume)
+                .where(tables.samples.c.series_id == series_id)
+                .order_by(tables.samples.c.timestamp, tables.samples.c.id)
+            ).all()
+            levels = self._levels_from(name, granularities, time.time_ns() // 1000)
+            acc = rollups.accumulate(
+                [series_id] * len(points),
+                [stamp for stamp, _ in points],
+                [volume for _, volume in points],
+                [levels] * len(points),
+            )
+            self._write_rollups(conn, acc)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -321,17 +425,19 @@ class SQLStore:
 
         new_series: dict[SeriesKey, int] = {}
         new_metadata: dict[bytes, int] = {}
+        new_meters: dict[str, tuple[int, ...]] = {}
         stored = 0
         with self._writer.begin() as conn:
             # Samples stored before (a redelivered batch) are skipped by the insert's
             # ON CONFLICT DO NOTHING, which also counts exactly the rows it stored.
             if unique:
-                stored = self._write_samples(conn, unique, new_series, new_metadata)
+                stored = self._write_samples(conn, unique, new_series, new_metadata, new_meters)
             if dead_letters:
                 self._write_dead_letters(conn, dead_letters)
         # Ids become visible to other batches only once their rows are committed.
         self._series_ids.publish(new_series)
         self._metadata_ids.publish(new_metadata)
+        self._granularities.update(new_meters)
         return WriteResult(
             stored=stored,
             duplicates=len(samples) - stored,
@@ -344,6 +450,7 @@ class SQLStore:
         unique: dict[bytes, Counter],
         new_series: dict[SeriesKey, int],
         new_metadata: dict[bytes, int],
+        new_meters: dict[str, tuple[int, ...]],
     ) -> int:
         if self.dialect_name == "postgresql":
             # Unique keys in one order in every writer: concurrent PostgreSQL
@@ -383,7 +490,127 @@ class SQLStore:
         else:
             stored = self._insert_samples.execute(conn, rows)
         self._upsert_resources(conn, counters, stamps, metadata_ids)
+        if stored:
+            self._roll_up(conn, counters, rows, stored, batch_id, new_meters)
         return stored
+
+    def _roll_up(
+        self,
+        conn: sa.Connection,
+        counters: list[Counter],
+        rows: list[tuple[Any, ...]],
+        stored: int,
+        batch_id: int,
+        new_meters: dict[str, tuple[int, ...]],
+    ) -> None:
+        """Add the samples this batch stored to their rollups, in the batch's transaction."""
+        kept = self._meter_granularities(conn, {c.name for c in counters}, new_meters)
+        if stored < len(rows):
+            # Some were stored before (a redelivery): they count in the batch that
+            # stored them, never again here.
+            mine = self._stored_by_batch(conn, batch_id, [row[5] for row in rows])
+            pairs = [(c, row) for c, row in zip(counters, rows, strict=True) if row[5] in mine]
+            counters, rows = [c for c, _ in pairs], [row for _, row in pairs]
+        # A bucket that expiry may delete already is not worth writing (a backfill
+        # of last month need not fill the 1-minute level kept a day).
+        now = time.time_ns() // 1000
+        levels = {name: self._levels_from(name, seconds, now) for name, seconds in kept.items()}
+        acc = rollups.accumulate(
+            [row[3] for row in rows],
+            [row[0] for row in rows],
+            [row[1] for row in rows],
+            [levels[c.name] for c in counters],
+        )
+        self._write_rollups(conn, acc)
+
+    def _write_rollups(self, conn: sa.Connection, rows: list[rollups.Row]) -> None:
+        """Merge rollup rows into the stored ones."""
+        if self.dialect_name != "postgresql":
+            self._upsert_rollups.execute(conn, rows)
+            return
+        # As for samples: COPY into a temporary table, then one INSERT ... SELECT.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_rollups (LIKE rollups)"
+                " ON COMMIT DELETE ROWS"
+            )
+            with cursor.copy(
+                f"COPY incoming_rollups ({', '.join(_ROLLUP_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(_ROLLUP_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(self._move_rollups)
+            cursor.execute("TRUNCATE incoming_rollups")
+
+    def _levels_from(
+        self, name: str, granularities: tuple[int, ...], now: int
+    ) -> tuple[rollups.Level, ...]:
+        """Each granularity kept for ``name`` with the earliest bucket expiry would keep."""
+        timespans = {level.seconds: level.timespan for level in self._archive.levels_for(name)}
+        levels = []
+        for seconds in granularities:
+            timespan = timespans.get(seconds)
+            width = seconds * 1_000_000
+            # expire() deletes a bucket once bucket + width <= now - timespan.
+            earliest = None if timespan is None else now - timespan // _ONE_US - width + 1
+            levels.append((seconds, earliest))
+        return tuple(levels)
+
+    def _stored_by_batch(self, conn: sa.Connection, batch_id: int, keys: list[bytes]) -> set[bytes]:
+        mine: set[bytes] = set()
+        column = tables.samples.c.message_id
+        for chunk in _chunks(keys, self._in_chunk):
+            query = sa.select(column).where(
+                column.in_(chunk), tables.samples.c.batch_id == batch_id
+            )
+            mine.update(bytes(key) for key in conn.execute(query).scalars())
+        return mine
+
+    def _meter_granularities(
+        self, conn: sa.Connection, names: set[str], new: dict[str, tuple[int, ...]]
+    ) -> dict[str, tuple[int, ...]]:
+        """The granularities kept for each meter: as recorded, or recorded now from the policy."""
+        known = {name: self._granularities.get(name) for name in names}
+        missing = sorted(name for name, held in known.items() if held is None)
+        if missing:
+            record = self._insert(tables.rollup_meters).on_conflict_do_nothing()
+            conn.execute(
+                record,
+                [{"name": n, "granularities": self._wanted_granularities(n)} for n in missing],
+            )
+            # Read back: a record made by another writer (or by an upgrade) wins.
+            for chunk in _chunks(missing, self._in_chunk):
+                stmt = sa.select(
+                    tables.rollup_meters.c.name, tables.rollup_meters.c.granularities
+                ).where(tables.rollup_meters.c.name.in_(chunk))
+                for name, text in conn.execute(stmt):
+                    known[name] = new[name] = rollups.parse_granularities(text)
+        return cast("dict[str, tuple[int, ...]]", known)
+
+    @staticmethod
+    def _merge_rollups(insert: Any) -> Any:
+        """``insert`` ... ON CONFLICT merging new partial aggregates into stored ones."""
+        new, old = insert.excluded, tables.rollups.c
+        earlier = new.first_at < old.first_at
+        # On equal times the later write is the newer, as _upsert_resources counts it.
+        later = new.last_at >= old.last_at
+        return insert.on_conflict_do_update(
+            index_elements=[old.series_id, old.granularity, old.bucket],
+            set_={
+                "n": old.n + new.n,
+                "total": old.total + new.total,
+                "low": sa.case((new.low < old.low, new.low), else_=old.low),
+                "high": sa.case((new.high > old.high, new.high), else_=old.high),
+                "squares": old.squares + new.squares,
+                "first_at": sa.case((earlier, new.first_at), else_=old.first_at),
+                "first_value": sa.case((earlier, new.first_value), else_=old.first_value),
+                "last_at": sa.case((later, new.last_at), else_=old.last_at),
+                "last_value": sa.case((later, new.last_value), else_=old.last_value),
+            },
+        )
 
     @staticmethod
     def _resolve(
@@ -510,37 +737,62 @@ class SQLStore:
         cut-off are deleted through the (series, timestamp) index, at most
         ``retention.batch_size`` per transaction. Series, metadata and resources
         stay: they are small, and the ids the writers cache remain valid.
+        Rollups expire by the archive policy, on their own: a bucket goes once
+        its end is older than its level's timespan, whatever became of the raw
+        samples it sums up.
         """
         policy = self._retention
         now = now or datetime.now(UTC)
         with self.engine.connect() as conn:
             names = conn.execute(sa.select(tables.series.c.name).distinct()).scalars().all()
         deleted = 0
+        buckets = 0
         for name in names:
-            period = policy.period_for(name)
-            if period is None:
-                continue
-            cutoff = to_micros(now - period)
             series = sa.select(tables.series.c.id).where(tables.series.c.name == name)
-            doomed = (
-                sa.select(tables.samples.c.id)
-                .where(
-                    tables.samples.c.series_id.in_(series),
-                    tables.samples.c.timestamp < cutoff,
+            period = policy.period_for(name)
+            if period is not None:
+                doomed = (
+                    sa.select(tables.samples.c.id)
+                    .where(
+                        tables.samples.c.series_id.in_(series),
+                        tables.samples.c.timestamp < to_micros(now - period),
+                    )
+                    .limit(policy.batch_size)
                 )
-                .limit(policy.batch_size)
-            )
-            while True:
-                with self._writer.begin() as conn:
-                    count = conn.execute(
-                        tables.samples.delete().where(tables.samples.c.id.in_(doomed))
-                    ).rowcount
-                deleted += count
-                if count < policy.batch_size:
-                    break
+                deleted += self._delete_in_batches(
+                    tables.samples.delete().where(tables.samples.c.id.in_(doomed))
+                )
+            for level in self._archive.levels_for(name):
+                if level.timespan is None:
+                    continue
+                width = level.seconds * 1_000_000
+                table = tables.rollups.c
+                key = sa.tuple_(table.series_id, table.granularity, table.bucket)
+                old = (
+                    sa.select(table.series_id, table.granularity, table.bucket)
+                    .where(
+                        table.series_id.in_(series),
+                        table.granularity == level.seconds,
+                        table.bucket <= to_micros(now - level.timespan) - width,
+                    )
+                    .limit(policy.batch_size)
+                )
+                buckets += self._delete_in_batches(tables.rollups.delete().where(key.in_(old)))
         if deleted:
             LOG.info("expired %d sample(s) past their retention", deleted)
+        if buckets:
+            LOG.info("expired %d rollup bucket(s) past their archive policy", buckets)
         return deleted
+
+    def _delete_in_batches(self, delete: sa.Delete) -> int:
+        """Run ``delete`` (limited to a batch) in transactions until it deletes less."""
+        total = 0
+        while True:
+            with self._writer.begin() as conn:
+                count = conn.execute(delete).rowcount
+            total += count
+            if count < self._retention.batch_size:
+                return total
 
     # -- reading ------------------------------------------------------------------------
 
@@ -598,6 +850,15 @@ class SQLStore:
             stmt = stmt.limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
+        # Samples of one resource mostly share a metadata document: parse each once.
+        parsed: dict[str, Mapping[str, Any]] = {}
+
+        def metadata_of(body: str) -> Mapping[str, Any]:
+            found = parsed.get(body)
+            if found is None:
+                found = parsed[body] = orjson.loads(body)
+            return found
+
         return [
             StoredSample(
                 message_id=decode_message_id(message_id),
@@ -610,7 +871,7 @@ class SQLStore:
                 resource_id=resource_id,
                 timestamp=from_micros(stamp),
                 recorded_at=from_micros(recorded_at),
-                resource_metadata=orjson.loads(body),
+                resource_metadata=metadata_of(body),
                 source=source,
             )
             for (
@@ -711,6 +972,8 @@ class SQLStore:
         period: int | None = None,
         groupby: Sequence[str] = (),
         aggregates: Sequence[Aggregate] = (),
+        *,
+        rollups: bool = True,
     ) -> list[Statistic]:
         """count/min/max/sum/avg of ``query.meter``, per unit, over ``period``-second buckets.
 
@@ -721,6 +984,11 @@ class SQLStore:
         resource metadata); ``aggregates`` adds the asked functions (``stddev`` is
         the population standard deviation, ``cardinality`` counts the distinct
         values of its parameter) to each statistic's ``aggregate``.
+
+        The answer comes from rollups where they cover the range (see
+        :func:`nephoscope.storage.rollups.plan`) and from raw samples elsewhere;
+        ``rollups=False`` scans raw samples only. Queries on resource metadata
+        always scan raw samples: rollups are per series, not per metadata.
         """
         if query.meter is None:
             raise ValueError("statistics needs a meter")
@@ -728,114 +996,88 @@ class SQLStore:
             raise ValueError(f"period must be a positive number of seconds, not {period}")
         group_columns = [self._group_column(name) for name in groupby]
         wanted = list(dict.fromkeys(aggregates))
-        volume = tables.samples.c.volume
-        extra: list[sa.ColumnElement[Any]] = []
         for func, param in wanted:
             if func not in AGGREGATE_FUNCTIONS:
                 raise ValueError(f"unknown aggregate function {func!r}")
-            if func == "cardinality":
-                if param not in CARDINALITY_FIELDS:
-                    raise ValueError(
-                        f"cardinality needs a parameter among {', '.join(CARDINALITY_FIELDS)}"
-                    )
-                extra.append(sa.func.count(sa.distinct(tables.series.c[param])))
-            elif func == "stddev":
-                # Population standard deviation from sums, as SQLite has no stddev.
-                extra.append(sa.func.avg(volume * volume))
-        source: sa.FromClause = tables.samples.join(
-            tables.series, tables.series.c.id == tables.samples.c.series_id
-        )
-        if query.metadata or any(name.startswith("metadata.") for name in groupby):
-            source = source.join(
+            if func == "cardinality" and param not in CARDINALITY_FIELDS:
+                raise ValueError(
+                    f"cardinality needs a parameter among {', '.join(CARDINALITY_FIELDS)}"
+                )
+        distinct_of = [param for func, param in wanted if func == "cardinality" and param]
+        by_metadata = bool(query.metadata) or any(name.startswith("metadata.") for name in groupby)
+        since = None if query.since is None else to_micros(query.since)
+        until = None if query.until is None else to_micros(query.until)
+        with self.engine.connect() as conn:
+            levels: list[tuple[int, int | None]] = []
+            if rollups and not by_metadata and query.message_id is None:
+                levels = self._rollup_levels(conn, query.meter)
+            start = 0
+            if period:
+                first = since if since is not None else self._first_timestamp(conn, query, levels)
+                if first is None:
+                    return []
+                start = first
+            plan = _plan(levels, since, until, start, period)
+            reader = _StatisticsReader(self, conn, query, start, period, group_columns)
+            for piece in plan.pieces:
+                reader.read_rollups(piece, distinct_of)
+            for window in plan.raw:
+                reader.read_samples(window, distinct_of)
+        return _statistics(reader, groupby, wanted, start, period)
+
+    def _rollup_levels(self, conn: sa.Connection, meter: str) -> list[tuple[int, int | None]]:
+        """(granularity s, timespan µs) of the rollups held for ``meter`` and trusted now."""
+        held = conn.execute(
+            sa.select(tables.rollup_meters.c.granularities).where(
+                tables.rollup_meters.c.name == meter
+            )
+        ).scalar()
+        if held is None or held != self._wanted_granularities(meter):
+            # Not built yet, or built for another policy than this one (until an
+            # upgrade applies it): raw samples are the truth.
+            return []
+        return [
+            (level.seconds, None if level.timespan is None else level.timespan // _ONE_US)
+            for level in self._archive.levels_for(meter)
+        ]
+
+    def _first_timestamp(
+        self, conn: sa.Connection, query: SampleFilter, levels: list[tuple[int, int | None]]
+    ) -> int | None:
+        """The time of the first sample matching ``query`` (which has no ``since``)."""
+        conditions = [*_series_conditions(query), *_time_conditions(query)]
+        raw = tables.samples.join(tables.series, tables.series.c.id == tables.samples.c.series_id)
+        if query.metadata:
+            raw = raw.join(
                 tables.metadata_bodies,
                 tables.metadata_bodies.c.id == tables.samples.c.metadata_id,
             )
-        conditions = [
-            *_series_conditions(query),
-            *_time_conditions(query),
-            *self._metadata_conditions(query, tables.metadata_bodies.c.body),
-        ]
-        aggregates_sql = (
-            sa.func.count(tables.samples.c.id),
-            sa.func.min(volume),
-            sa.func.max(volume),
-            sa.func.sum(volume),
-            sa.func.avg(volume),
-            sa.func.min(tables.samples.c.timestamp),
-            sa.func.max(tables.samples.c.timestamp),
+            conditions.extend(self._metadata_conditions(query, tables.metadata_bodies.c.body))
+        forever = [seconds for seconds, timespan in levels if timespan is None]
+        if not forever:
+            return cast(
+                "int | None",
+                conn.execute(
+                    sa.select(sa.func.min(tables.samples.c.timestamp))
+                    .select_from(raw)
+                    .where(*conditions)
+                ).scalar(),
+            )
+        # A level kept for ever has a bucket for every sample ever stored: its
+        # earliest first_at is the first sample, found without reading samples.
+        coarsest = max(forever)
+        stmt = (
+            sa.select(sa.func.min(tables.rollups.c.first_at))
+            .select_from(
+                tables.rollups.join(tables.series, tables.series.c.id == tables.rollups.c.series_id)
+            )
+            .where(*_series_conditions(query), tables.rollups.c.granularity == coarsest)
         )
-        with self.engine.connect() as conn:
-            if not period:
-                bucket: sa.ColumnElement[Any] = sa.literal(0)
-                start = 0
-            else:
-                if query.since is not None:
-                    start = to_micros(query.since)
-                else:
-                    first = conn.execute(
-                        sa.select(sa.func.min(tables.samples.c.timestamp))
-                        .select_from(source)
-                        .where(*conditions)
-                    ).scalar()
-                    if first is None:
-                        return []
-                    start = int(first)
-                bucket = (tables.samples.c.timestamp - start) // (period * 1_000_000)
-            keys = [tables.series.c.unit, *([bucket] if period else []), *group_columns]
-            stmt = (
-                sa.select(tables.series.c.unit, bucket, *group_columns, *aggregates_sql, *extra)
-                .select_from(source)
-                .where(*conditions)
-                .group_by(*keys)
-            )
-            rows = conn.execute(stmt).all()
-        n_groups = len(group_columns)
-        stats = []
-        for row in sorted(rows, key=lambda r: (r[1], r[0], *map(_sort_key, r[2 : 2 + n_groups]))):
-            unit, index = row[0], row[1]
-            groups = row[2 : 2 + n_groups]
-            count, low, high, total, mean, first_us, last_us = row[2 + n_groups : 9 + n_groups]
-            computed = iter(row[9 + n_groups :])
-            if not count:
-                continue
-            first_at, last_at = from_micros(first_us), from_micros(last_us)
-            if period:
-                period_start = from_micros(start + int(index) * period * 1_000_000)
-                period_end = period_start + timedelta(seconds=period)
-            else:
-                period_start, period_end = first_at, last_at
-            aggregate: dict[str, float] = {}
-            for func, param in wanted:
-                if func == "cardinality":
-                    aggregate[f"cardinality/{param}"] = float(next(computed))
-                elif func == "stddev":
-                    mean_square = float(next(computed))
-                    aggregate["stddev"] = math.sqrt(max(0.0, mean_square - float(mean) ** 2))
-                else:
-                    aggregate[func] = float(
-                        {"avg": mean, "sum": total, "min": low, "max": high, "count": count}[func]
-                    )
-            stats.append(
-                Statistic(
-                    unit=unit,
-                    count=int(count),
-                    min=float(low),
-                    max=float(high),
-                    sum=float(total),
-                    avg=float(mean),
-                    duration_start=first_at,
-                    duration_end=last_at,
-                    period=period or 0,
-                    period_start=period_start,
-                    period_end=period_end,
-                    groupby={
-                        name: _group_value(value)
-                        for name, value in zip(groupby, groups, strict=True)
-                    },
-                    aggregate=aggregate,
-                )
-            )
-        return stats
+        if query.until is not None:
+            # The earliest first_at is the first sample ever: if it lies before the
+            # end, it is the first in range; if not, nothing is.
+            stmt = stmt.where(tables.rollups.c.first_at < to_micros(query.until))
+        return cast("int | None", conn.execute(stmt).scalar())
 
     # -- metadata queries -----------------------------------------------------------------
 
@@ -1051,6 +1293,243 @@ class SQLStore:
         return self.url.render_as_string(hide_password=True)
 
 
+def _square(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``value²`` as IEEE arithmetic has it: PostgreSQL raises on float underflow and
+    overflow instead of giving 0 and infinity, and one such sample would fail a query."""
+    size = sa.func.abs(value)
+    return sa.case(
+        (size < 1e-150, sa.literal(0.0)),
+        (size > 1e150, sa.literal(math.inf, sa.Double())),
+        else_=value * value,
+    )
+
+
+def _plan(
+    levels: list[tuple[int, int | None]],
+    since: int | None,
+    until: int | None,
+    start: int,
+    period: int | None,
+) -> rollups.Plan:
+    if not levels:
+        return rollups.Plan((), ((since, until),))
+    return rollups.plan(levels, since, until, start, period, time.time_ns() // 1000)
+
+
+#: (unit, period index, *group values): what one statistic is of.
+_StatKey = tuple[Any, ...]
+
+
+class _StatisticsReader:
+    """Partial aggregates per unit, period and group, read from rollups and raw samples."""
+
+    def __init__(
+        self,
+        store: SQLStore,
+        conn: sa.Connection,
+        query: SampleFilter,
+        start: int,
+        period: int | None,
+        group_columns: list[sa.ColumnElement[Any]],
+    ) -> None:
+        self.store = store
+        self.conn = conn
+        self.query = query
+        self.start = start
+        self.period = period
+        self.group_columns = group_columns
+        self.partials: dict[_StatKey, rollups.Partial] = {}
+        #: cardinality parameter -> statistic -> the distinct values seen.
+        self.distinct: dict[str, dict[_StatKey, set[Any]]] = {}
+
+    def _index(self, stamp: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        if not self.period:
+            return sa.literal(0)
+        return (stamp - self.start) // (self.period * 1_000_000)
+
+    def read_rollups(self, piece: rollups.Piece, distinct_of: list[str]) -> None:
+        seconds, low, high = piece
+        table = tables.rollups.c
+        conditions = [*_series_conditions(self.query), table.granularity == seconds]
+        if low is not None:
+            conditions.append(table.bucket >= low)
+        if high is not None:
+            conditions.append(table.bucket < high)
+        self._collect(
+            tables.rollups.join(tables.series, tables.series.c.id == table.series_id),
+            conditions,
+            self._index(table.bucket),
+            (
+                sa.func.sum(table.n),
+                sa.func.sum(table.total),
+                sa.func.min(table.low),
+                sa.func.max(table.high),
+                sa.func.sum(table.squares),
+                sa.func.min(table.first_at),
+                sa.func.max(table.last_at),
+            ),
+            distinct_of,
+        )
+
+    def read_samples(self, window: rollups.Window, distinct_of: list[str]) -> None:
+        since, until = window
+        table = tables.samples.c
+        source: sa.FromClause = tables.samples.join(
+            tables.series, tables.series.c.id == table.series_id
+        )
+        if self.query.metadata or any(
+            not isinstance(column, sa.Column) for column in self.group_columns
+        ):
+            source = source.join(
+                tables.metadata_bodies, tables.metadata_bodies.c.id == table.metadata_id
+            )
+        conditions = [
+            *_series_conditions(self.query),
+            *self.store._metadata_conditions(self.query, tables.metadata_bodies.c.body),
+        ]
+        if self.query.message_id is not None:
+            conditions.append(table.message_id == encode_message_id(self.query.message_id))
+        if since is not None:
+            conditions.append(table.timestamp >= since)
+        if until is not None:
+            conditions.append(table.timestamp < until)
+        self._collect(
+            source,
+            conditions,
+            self._index(table.timestamp),
+            (
+                sa.func.count(table.id),
+                sa.func.sum(table.volume),
+                sa.func.min(table.volume),
+                sa.func.max(table.volume),
+                sa.func.sum(_square(table.volume)),
+                sa.func.min(table.timestamp),
+                sa.func.max(table.timestamp),
+            ),
+            distinct_of,
+        )
+
+    def _collect(
+        self,
+        source: sa.FromClause,
+        conditions: list[sa.ColumnElement[bool]],
+        index: sa.ColumnElement[Any],
+        aggregates: tuple[sa.ColumnElement[Any], ...],
+        distinct_of: list[str],
+    ) -> None:
+        keys = [tables.series.c.unit, index, *self.group_columns]
+        width = len(keys)
+        stmt = sa.select(*keys, *aggregates).select_from(source).where(*conditions)
+        for row in self.conn.execute(stmt.group_by(*keys)).all():
+            n, total, low, high, squares, first, last = row[width:]
+            if not n:
+                continue
+            key = (row[0], int(row[1]), *row[2:width])
+            partial = [int(n), float(total), low, high, float(squares), first, 0.0, last, 0.0]
+            found = self.partials.get(key)
+            if found is None:
+                self.partials[key] = partial
+            else:
+                rollups.merge(found, partial)
+        for param in distinct_of:
+            column = tables.series.c[param]
+            values = self.distinct.setdefault(param, {})
+            stmt = sa.select(*keys, column).select_from(source).where(*conditions)
+            for row in self.conn.execute(stmt.group_by(*keys, column)).all():
+                key = (row[0], int(row[1]), *row[2:width])
+                seen = values.setdefault(key, set())
+                if row[width] is not None:
+                    seen.add(row[width])
+
+
+def _statistics(
+    reader: _StatisticsReader,
+    groupby: Sequence[str],
+    wanted: list[Aggregate],
+    start: int,
+    period: int | None,
+) -> list[Statistic]:
+    """The statistics of the partial aggregates ``reader`` gathered, oldest period first."""
+    stats = []
+    n_groups = len(groupby)
+    # Periods repeat across groups: their bounds are made once each.
+    bounds: dict[int, tuple[datetime, datetime]] = {}
+    length = timedelta(seconds=period or 0)
+    standard = not wanted
+    for key in sorted(
+        reader.partials, key=lambda k: (k[1], k[0], *map(_sort_key, k[2 : 2 + n_groups]))
+    ):
+        unit, index, groups = key[0], key[1], key[2:]
+        n, total, low, high, squares, first_us, _, last_us, _ = reader.partials[key]
+        count = int(n)
+        mean = total / count
+        first_at, last_at = from_micros(int(first_us)), from_micros(int(last_us))
+        if period:
+            found = bounds.get(index)
+            if found is None:
+                period_start = from_micros(start + index * period * 1_000_000)
+                found = bounds[index] = (period_start, period_start + length)
+            period_start, period_end = found
+        else:
+            period_start, period_end = first_at, last_at
+        aggregate: dict[str, float] = {}
+        values = {} if standard else {"avg": mean, "sum": total, "min": low, "max": high}
+        for func, param in wanted:
+            if func == "cardinality":
+                seen = reader.distinct.get(str(param), {}).get(key, set())
+                aggregate[f"cardinality/{param}"] = float(len(seen))
+            elif func == "stddev":
+                aggregate["stddev"] = math.sqrt(max(0.0, squares / count - mean * mean))
+            else:
+                aggregate[func] = float(count if func == "count" else values[func])
+        stats.append(
+            Statistic(
+                unit=unit,
+                count=count,
+                min=float(low),
+                max=float(high),
+                sum=float(total),
+                avg=float(mean),
+                duration_start=first_at,
+                duration_end=last_at,
+                period=period or 0,
+                period_start=period_start,
+                period_end=period_end,
+                groupby={
+                    name: _group_value(value) for name, value in zip(groupby, groups, strict=True)
+                }
+                if n_groups
+                else {},
+                aggregate=aggregate,
+            )
+        )
+    return stats
+
+
+_ROLLUP_COLUMNS: Final = (
+    "series_id",
+    "granularity",
+    "bucket",
+    "n",
+    "total",
+    "low",
+    "high",
+    "squares",
+    "first_at",
+    "first_value",
+    "last_at",
+    "last_value",
+)
+#: PostgreSQL binary COPY types of the rollup columns, in _ROLLUP_COLUMNS order.
+_ROLLUP_TYPES: Final = [
+    *("int4", "int4", "int8", "int8"),
+    *("float8", "float8", "float8", "float8"),
+    *("int8", "float8", "int8", "float8"),
+]
+#: The temporary table rollup rows are copied into on PostgreSQL (made per session).
+_INCOMING_ROLLUPS: Final = sa.Table(
+    "incoming_rollups", sa.MetaData(), *(sa.Column(c.name, c.type) for c in tables.rollups.c)
+)
 _SERIES_COLUMNS: Final = (
     "key",
     "name",

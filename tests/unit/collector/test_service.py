@@ -11,6 +11,7 @@ from nephoscope.collector import Collector, parse_body
 from nephoscope.config import Settings
 from nephoscope.counter import Counter
 from nephoscope.messaging.bus import KombuBus
+from nephoscope.messaging.deadletter import Letter
 from nephoscope.messaging.envelope import encode_notification
 from nephoscope.messaging.meter import counter_to_message
 from nephoscope.messaging.publisher import Publisher
@@ -247,11 +248,116 @@ def test_retention_runs_in_the_writer_thread_on_its_interval() -> None:
     assert service.stats.expired == 3 * len(store.expiries)
 
 
-def test_no_retention_policy_means_no_expiry() -> None:
-    settings = Settings(metering_secret=SECRET, bus={"url": "memory://", "topic": "none"})
+def test_nothing_to_expire_means_no_expiry() -> None:
+    # The default archive policy expires its fine rollups; this one keeps everything.
+    assert Settings().store.expires
+    settings = Settings(
+        metering_secret=SECRET,
+        bus={"url": "memory://", "topic": "none"},
+        store={"archive_policy": {"default": [{"granularity": "1h"}]}},
+    )
+    assert not settings.store.expires
     store = RecordingStore()
     service = Collector(settings, store)  # type: ignore[arg-type]
     stop = threading.Event()
     stop.set()
     service.run(stop)
     assert store.expiries == []
+
+
+class QueueSink:
+    """A dead-letter queue: records what it confirmed; fails while ``down``."""
+
+    def __init__(self, store: RecordingStore) -> None:
+        self.letters: list[Letter] = []
+        self.store = store
+        self.down = False
+        #: At each put: (the batch was committed, a message was acknowledged).
+        self.puts: list[tuple[bool, bool]] = []
+
+    def put(self, letters: Sequence[Letter]) -> None:
+        if self.down:
+            raise ConnectionError("broker away")
+        self.puts.append((bool(self.store.batches), any(m.acked for m in self.store.messages)))
+        self.letters.extend(letters)
+
+
+def queue_collector(store: RecordingStore) -> tuple[Collector, QueueSink]:
+    sink = QueueSink(store)
+    settings = Settings(metering_secret=SECRET, collector={"batch_size": 1000})
+    return Collector(settings, store, dead_letters=sink), sink  # type: ignore[arg-type]
+
+
+def test_with_a_dead_letter_queue_poison_goes_there_alone_before_the_ack() -> None:
+    store = RecordingStore()
+    service, sink = queue_collector(store)
+    forged = counter_to_message(counter(2), "wrong secret")
+    message = FakeMessage(body([signed(counter(1)), forged, signed(counter(3))]))
+    store.messages.append(message)
+    service.add(parse_body(message.body, SECRET), message)  # type: ignore[arg-type]
+    result = service.flush()
+    assert result == WriteResult(stored=2, duplicates=0, dead_letters=1)
+    assert message.acked and sink.puts == [(True, False)], "after the commit, before the ack"
+    [letter] = sink.letters
+    # The poison meter message alone, not the envelope with the good ones.
+    assert orjson.loads(letter.body) == forged
+    assert letter.reason == "bad signature" and letter.message_id == forged["message_id"]
+    assert (letter.queue, letter.routing_key) == ("metering.sample", "metering.sample")
+    assert [d for _, dl in store.batches for d in dl] == [], "not in the store as well"
+    assert service.stats.dead_letters == 1
+
+
+def test_a_dead_letter_queue_that_fails_leaves_the_batch_unacknowledged() -> None:
+    store = RecordingStore()
+    service, sink = queue_collector(store)
+    sink.down = True
+    message = FakeMessage(body([signed(counter(1)), {"not": "a meter message"}]))
+    service.add(parse_body(message.body, SECRET), message)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        service.flush()  # the consume loop reconnects; the broker delivers it again
+    assert not message.acked and sink.letters == []
+    # Delivered again: the sample is a duplicate, the letter is sent this time.
+    sink.down = False
+    again = FakeMessage(message.body)
+    service.add(parse_body(again.body, SECRET), again)  # type: ignore[arg-type]
+    assert service.flush() == WriteResult(stored=0, duplicates=1, dead_letters=1)
+    assert again.acked and len(sink.letters) == 1
+
+
+def test_a_store_outage_sends_no_dead_letter_until_the_batch_is_stored() -> None:
+    store = RecordingStore()
+    service, sink = queue_collector(store)
+    store.fail_with = sa_exc.OperationalError("INSERT", {}, ConnectionError("down"))
+    message = FakeMessage(body([signed(counter(1)), {"not": "a meter message"}]))
+    service.add(parse_body(message.body, SECRET), message)  # type: ignore[arg-type]
+    assert service.flush() is None
+    assert message.requeued and sink.letters == [], "no copy per redelivery"
+
+
+def test_samples_the_store_refuses_go_to_the_dead_letter_queue_before_the_ack() -> None:
+    store = RecordingStore()
+    service, sink = queue_collector(store)
+    poison = counter(666)
+    store.refuse = {poison.id or ""}
+    message = FakeMessage(body([signed(counter(1)), signed(poison)]))
+    store.messages.append(message)
+    service.add(parse_body(message.body, SECRET), message)  # type: ignore[arg-type]
+    assert service.flush() == WriteResult(stored=1, duplicates=0, dead_letters=1)
+    assert message.acked and sink.puts == [(True, False)]
+    [letter] = sink.letters
+    assert letter.message_id == poison.id and "store refused the sample" in letter.reason
+    assert [d for _, dl in store.batches for d in dl] == []
+
+
+def test_a_bad_message_with_integers_beyond_64_bits_is_kept_as_sent() -> None:
+    import json
+
+    message = signed(counter(1))
+    message["counter_volume"] = 2**70  # signature no longer matches
+    envelope = {
+        "oslo.version": "2.0",
+        "oslo.message": json.dumps({"event_type": "metering", "payload": [message]}),
+    }
+    [dead] = parse_body(json.dumps(envelope).encode(), SECRET).dead_letters
+    assert dead.reason == "bad signature"
+    assert json.loads(dead.body)["counter_volume"] == 2**70

@@ -3,3 +3,6 @@
 import pytest
 
 pytest.register_assert_rewrite("tests.unit.storage.contract")
+pytest.register_assert_rewrite(
+    "tests.unit.storage.usage_contract", "tests.unit.storage.rates_contract"
+)

@@ -1,0 +1,88 @@
+"""Rollups on PostgreSQL: the planner equals a raw scan, and racing writers count once."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.unit.storage.rollup_checks import BASE, TEST_POLICY, asks, check_history, histories
+
+from nephoscope.config import StoreSettings
+from nephoscope.counter import Counter
+from nephoscope.storage import open_store
+from nephoscope.storage.base import SampleFilter
+from nephoscope.storage.sql import SQLStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(postgresql_url: str) -> Iterator[SQLStore]:
+    opened = open_store(StoreSettings(url=postgresql_url, archive_policy=TEST_POLICY))
+    assert isinstance(opened, SQLStore)
+    yield opened
+    opened.close()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_statistics_from_rollups_equal_a_raw_scan(store: SQLStore, data: st.DataObject) -> None:
+    history = data.draw(histories())
+    check_history(store, history, data.draw(asks(history.meter)))
+
+
+def test_two_writers_racing_on_the_same_buckets_count_each_sample_once(
+    store: SQLStore, postgresql_url: str
+) -> None:
+    other = open_store(StoreSettings(url=postgresql_url, archive_policy=TEST_POLICY))
+    samples = [
+        Counter(
+            name="cpu",
+            type="gauge",
+            unit="B",
+            volume=1.0,
+            user_id="u",
+            project_id="p",
+            resource_id=f"r{i % 20}",
+            timestamp=BASE + timedelta(seconds=i % 600),
+            resource_metadata={},
+            source="test",
+            id=str(uuid.uuid4()),
+        )
+        for i in range(20_000)
+    ]
+    batches = [samples[i : i + 1000] for i in range(0, len(samples), 1000)]
+    errors: list[BaseException] = []
+
+    def write(writer: SQLStore, order: list[list[Counter]]) -> None:
+        try:
+            for batch in order:
+                writer.write_batch(batch)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    # Both write every batch (as two collectors given one redelivered stream), in
+    # opposite orders, so they contend for the same rollup rows throughout.
+    threads = [
+        threading.Thread(target=write, args=(store, batches)),
+        threading.Thread(target=write, args=(other, batches[::-1])),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other.close()
+    assert not errors
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=1))
+    stats = store.statistics(query, 3600)
+    assert [(s.count, s.sum) for s in stats] == [(20_000, 20_000.0)]
+    assert store.statistics(query, 3600, rollups=False)[0].count == 20_000

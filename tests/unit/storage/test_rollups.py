@@ -1,0 +1,283 @@
+"""Rollups: kept exact at ingest, chosen by the planner, equal to a raw scan, expired by policy."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tests.unit.storage.rollup_checks import (
+    BASE,
+    TEST_POLICY,
+    History,
+    asks,
+    check_history,
+    histories,
+    shuffled,
+)
+
+from nephoscope.config import StoreSettings
+from nephoscope.counter import Counter
+from nephoscope.storage import open_store, schema
+from nephoscope.storage.base import SampleFilter
+from nephoscope.storage.rollups import Plan, accumulate, merge, plan
+from nephoscope.storage.sql import SQLStore
+
+US = 1_000_000
+HOUR = 3600 * US
+DAY = 24 * HOUR
+
+
+def make_store(path: Path, policy: dict[str, Any] | None = None, **store: Any) -> SQLStore:
+    settings = StoreSettings(
+        url=f"sqlite:///{path}", archive_policy=TEST_POLICY if policy is None else policy, **store
+    )
+    opened = open_store(settings)
+    assert isinstance(opened, SQLStore)
+    return opened
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLStore]:
+    opened = make_store(tmp_path / "rollups.db")
+    yield opened
+    opened.close()
+
+
+def counter(
+    volume: float,
+    at: datetime,
+    *,
+    resource: str = "r0",
+    meter: str = "cpu",
+    message_id: str | None = None,
+) -> Counter:
+    return Counter(
+        name=meter,
+        type="gauge",
+        unit="B",
+        volume=volume,
+        user_id="u",
+        project_id="p",
+        resource_id=resource,
+        timestamp=at,
+        resource_metadata={"flavor": "small"},
+        source="test",
+        id=message_id or str(uuid.uuid4()),
+    )
+
+
+def rollup_rows(store: SQLStore, granularity: int) -> list[tuple[Any, ...]]:
+    table = schema.rollups.c
+    with store.engine.connect() as conn:
+        return [
+            tuple(row)
+            for row in conn.execute(
+                sa.select(
+                    table.bucket,
+                    table.n,
+                    table.total,
+                    table.low,
+                    table.high,
+                    table.squares,
+                    table.first_value,
+                    table.last_value,
+                )
+                .where(table.granularity == granularity)
+                .order_by(table.series_id, table.bucket)
+            )
+        ]
+
+
+# -- the plan --------------------------------------------------------------------------
+
+
+LEVELS = [(60, DAY), (3600, 90 * DAY), (86400, None)]
+NOW = 1000 * DAY
+
+
+def test_plan_takes_the_coarsest_level_that_tiles_the_periods() -> None:
+    since, until = 970 * DAY, 1000 * DAY
+    assert plan(LEVELS, since, until, since, 3600, NOW) == Plan(((3600, since, until),), ())
+    # A daily period could come from days, but hourly periods cannot.
+    assert plan(LEVELS, since, until, since, 86400, NOW).pieces == ((86400, since, until),)
+
+
+def test_plan_reads_raw_samples_at_unaligned_edges_and_finer_levels_between() -> None:
+    since, until = 999 * DAY + 30 * US, 999 * DAY + 5 * HOUR + 90 * US + 60 * US * 61
+    got = plan(LEVELS, since, until, since, None, NOW)
+    # Hours in the middle, minutes (kept a day) toward the ends, raw at the very edges.
+    assert got.pieces[0] == (3600, 999 * DAY + HOUR, 999 * DAY + 6 * HOUR)
+    assert (60, 999 * DAY + 60 * US, 999 * DAY + HOUR) in got.pieces
+    assert (since, 999 * DAY + 60 * US) in got.raw
+    covered = sorted([(low, high) for _, low, high in got.pieces] + list(got.raw))
+    assert covered[0][0] == since and covered[-1][1] == until
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(covered))
+
+
+def test_plan_never_reads_rollups_expiry_may_have_touched() -> None:
+    since = 900 * DAY
+    got = plan(LEVELS, since, NOW, since, 60, NOW)
+    # Minutes are kept a day: the 99 days before come from raw samples.
+    assert got.pieces == ((60, NOW - DAY, NOW),)
+    assert got.raw == ((since, NOW - DAY),)
+
+
+def test_plan_falls_back_to_raw_when_no_level_fits_the_period() -> None:
+    assert plan(LEVELS, 0, DAY, 0, 90, NOW) == Plan((), ((0, DAY),))
+    # A start off every grid (Ceilometer starts periods at the first sample).
+    assert plan(LEVELS, None, None, 17 * US, 3600, NOW).pieces == ()
+
+
+def test_accumulate_and_merge_agree_on_first_and_last() -> None:
+    rows = accumulate(
+        [1, 1, 1, 2], [10 * US, 70 * US, 5 * US, 5 * US], [5.0, 7.0, 1.0, 4.0], [((60, None),)] * 4
+    )
+    by_key = {row[:3]: list(row[3:]) for row in rows}
+    assert by_key[(1, 60, 0)] == [2, 6.0, 1.0, 5.0, 26.0, 5 * US, 1.0, 10 * US, 5.0]
+    assert by_key[(1, 60, 60 * US)] == [1, 7.0, 7.0, 7.0, 49.0, 70 * US, 7.0, 70 * US, 7.0]
+    assert by_key[(2, 60, 0)] == [1, 4.0, 4.0, 4.0, 16.0, 5 * US, 4.0, 5 * US, 4.0]
+    whole = by_key[(1, 60, 0)]
+    merge(whole, [1, 3.0, 3.0, 3.0, 9.0, 10 * US, 3.0, 10 * US, 3.0])
+    # Equal times: the first stays, the later arrival becomes the last.
+    assert whole == [3, 9.0, 1.0, 5.0, 35.0, 5 * US, 1.0, 10 * US, 3.0]
+
+
+def test_accumulate_keeps_each_meters_own_levels() -> None:
+    rows = accumulate([1, 2], [0, 0], [1.0, 2.0], [((60, None), (3600, None)), ((86400, None),)])
+    assert sorted(row[:3] for row in rows) == [(1, 60, 0), (1, 3600, 0), (2, 86400, 0)]
+
+
+def test_accumulate_skips_buckets_expiry_would_delete() -> None:
+    rows = accumulate([1, 1], [0, 120 * US], [1.0, 2.0], [((60, 100 * US), (3600, None))] * 2)
+    assert sorted(row[:4] for row in rows) == [(1, 60, 120 * US, 1), (1, 3600, 0, 2)]
+
+
+# -- ingest ------------------------------------------------------------------------------
+
+
+def test_duplicates_never_count_twice(store: SQLStore) -> None:
+    first = [counter(float(i), BASE + timedelta(seconds=10 * i)) for i in range(12)]
+    store.write_batch(first)
+    before = rollup_rows(store, 60)
+    # A redelivery, then the same again beside new samples: only the new ones count.
+    assert store.write_batch(first).stored == 0
+    assert rollup_rows(store, 60) == before
+    extra = [counter(100.0, BASE + timedelta(seconds=5))]
+    assert store.write_batch(first[:5] + extra + first[5:]).stored == 1
+    rows = rollup_rows(store, 60)
+    assert rows[0][1] == 7  # 6 samples in the first minute, and the new one
+    assert rows[0][2] == sum(range(6)) + 100.0
+    assert sum(row[1] for row in rollup_rows(store, 3600)) == 13
+
+
+def test_late_samples_update_the_right_buckets(store: SQLStore) -> None:
+    store.write_batch([counter(5.0, BASE + timedelta(minutes=30))])
+    store.write_batch([counter(1.0, BASE + timedelta(minutes=29, seconds=59))])
+    store.write_batch([counter(9.0, BASE + timedelta(minutes=30, seconds=1))])
+    store.write_batch([counter(2.0, BASE + timedelta(minutes=30))])  # same time as the first
+    minutes = rollup_rows(store, 60)
+    assert [row[:2] for row in minutes] == [
+        ((BASE - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) + 29 * 60 * US, 1),
+        ((BASE - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) + 30 * 60 * US, 3),
+    ]
+    _, n, total, low, high, squares, first_value, last_value = minutes[1]
+    assert (n, total, low, high, squares) == (3, 16.0, 2.0, 9.0, 110.0)
+    assert (first_value, last_value) == (5.0, 9.0)
+    hour = rollup_rows(store, 3600)
+    assert hour[0][1:] == (4, 17.0, 1.0, 9.0, 111.0, 1.0, 9.0)
+
+
+# -- the planner against a raw scan -------------------------------------------------------
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_statistics_from_rollups_equal_a_raw_scan(store: SQLStore, data: st.DataObject) -> None:
+    history: History = data.draw(histories())
+    check_history(store, history, data.draw(asks(history.meter)))
+
+
+def test_rollups_answer_a_typical_query_without_raw_samples(store: SQLStore) -> None:
+    samples = [
+        counter(float(i % 7), BASE + timedelta(minutes=i), resource=f"r{i % 3}")
+        for i in range(6 * 60)
+    ]
+    store.write_batch(shuffled(samples))
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=6))
+    want = store.statistics(query, 3600, ["resource_id"], rollups=False)
+    # Take the raw samples away: what remains can only come from rollups.
+    with store.engine.begin() as conn:
+        conn.execute(schema.samples.delete())
+    got = store.statistics(query, 3600, ["resource_id"])
+    assert [(s.count, s.sum, s.min, s.max, dict(s.groupby)) for s in got] == [
+        (s.count, s.sum, s.min, s.max, dict(s.groupby)) for s in want
+    ]
+    assert len(got) == 18
+
+
+def test_metadata_queries_scan_raw_samples(store: SQLStore) -> None:
+    store.write_batch([counter(2.0, BASE), counter(3.0, BASE + timedelta(minutes=1))])
+    query = SampleFilter(meter="cpu", metadata=(("flavor", "small"),))
+    assert [s.sum for s in store.statistics(query)] == [5.0]
+    assert [
+        s.groupby for s in store.statistics(SampleFilter(meter="cpu"), None, ["metadata.flavor"])
+    ] == [{"metadata.flavor": "small"}]
+
+
+# -- policy changes and expiry --------------------------------------------------------------
+
+
+def test_a_new_policy_is_applied_by_upgrade_from_raw_samples(tmp_path: Path) -> None:
+    path = tmp_path / "policy.db"
+    samples = [counter(float(i), BASE + timedelta(minutes=i)) for i in range(180)]
+    none = make_store(path, {"default": []})
+    none.write_batch(samples)
+    assert rollup_rows(none, 3600) == []
+    none.close()
+
+    hourly = make_store(path, {"default": [{"granularity": "1h"}]})  # upgrades on open
+    assert [row[1] for row in rollup_rows(hourly, 3600)] == [60, 60, 60]
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=3))
+    assert [s.sum for s in hourly.statistics(query, 3600)] == [
+        float(sum(range(h * 60, h * 60 + 60))) for h in range(3)
+    ]
+    hourly.close()
+
+    # A store that does not upgrade answers from raw samples until it does.
+    stale = make_store(path, {"default": [{"granularity": "10m"}]}, auto_upgrade=False)
+    assert rollup_rows(stale, 600) == []
+    assert [s.count for s in stale.statistics(query, 3600)] == [60, 60, 60]
+    stale.upgrade()
+    assert len(rollup_rows(stale, 600)) == 18 and rollup_rows(stale, 3600) == []
+    stale.close()
+
+
+def test_raw_samples_expire_while_rollups_stay(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    store = make_store(
+        tmp_path / "expire.db",
+        {"default": [{"granularity": "1m", "timespan": "1d"}, {"granularity": "1h"}]},
+        retention={"default": "2d"},
+    )
+    old = [counter(1.0, now - timedelta(days=3, minutes=i)) for i in range(30)]
+    recent = [counter(2.0, now - timedelta(minutes=5 + i)) for i in range(10)]
+    store.write_batch(old + recent)
+    assert store.expire(now) == 30
+    assert len(rollup_rows(store, 60)) == 10  # the minutes of three days ago are gone
+    assert sum(row[1] for row in rollup_rows(store, 3600)) == 40
+    start = (now - timedelta(days=4)).replace(minute=0, second=0)
+    stats = store.statistics(SampleFilter(meter="cpu", since=start, until=now), 3600)
+    assert sum(s.count for s in stats) == 40  # the hours remember what raw samples forgot
+    store.close()
