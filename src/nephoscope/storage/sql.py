@@ -308,8 +308,10 @@ class SQLStore:
         """Bring the schema to the newest migration and the rollups to the archive
         policy, in one transaction."""
         current, head = self.schema_revisions()
-        if current == head and not self._policy_changes():
-            return
+        if current == head:
+            with self.engine.connect() as conn:
+                if not self._policy_changes(conn):
+                    return
         config = self._alembic_config()
         with self._writer.begin() as conn:
             if self.dialect_name == "postgresql":
@@ -327,27 +329,25 @@ class SQLStore:
             level.seconds for level in self._archive.levels_for(name)
         )
 
-    def _policy_changes(self) -> dict[str, str | None]:
-        with self.engine.connect() as conn:
-            return self._policy_changes_in(conn)
-
     def _apply_archive_policy(self, conn: sa.Connection) -> None:
         """Drop the rollups the policy no longer keeps; build the new ones from raw samples."""
-        for name, held in sorted(self._policy_changes_in(conn).items()):
+        for name, held in sorted(self._policy_changes(conn).items()):
             wanted = rollups.parse_granularities(self._wanted_granularities(name))
             # A meter with no record may still have rollups from a writer whose record
             # was rolled back: rebuild everything for it rather than trust them.
-            have = () if held is None else rollups.parse_granularities(held)
-            dropped = set(have) - set(wanted) if held is not None else None
-            added = sorted(set(wanted) - set(have))
             series = sa.select(tables.series.c.id).where(tables.series.c.name == name)
             delete = tables.rollups.delete().where(tables.rollups.c.series_id.in_(series))
-            if dropped is None:
+            if held is None:
                 conn.execute(delete)
-            elif dropped:
-                conn.execute(delete.where(tables.rollups.c.granularity.in_(sorted(dropped))))
+                added = wanted
+            else:
+                have = rollups.parse_granularities(held)
+                dropped = sorted(set(have) - set(wanted))
+                if dropped:
+                    conn.execute(delete.where(tables.rollups.c.granularity.in_(dropped)))
+                added = tuple(sorted(set(wanted) - set(have)))
             if added:
-                self._build_rollups(conn, name, tuple(added))
+                self._build_rollups(conn, name, added)
             record = self._insert(tables.rollup_meters).values(
                 name=name, granularities=rollups.format_granularities(wanted)
             )
@@ -364,7 +364,7 @@ class SQLStore:
                 held or "none",
             )
 
-    def _policy_changes_in(self, conn: sa.Connection) -> dict[str, str | None]:
+    def _policy_changes(self, conn: sa.Connection) -> dict[str, str | None]:
         """Meters whose rollups differ from the archive policy: name -> what they hold."""
         names = conn.execute(sa.select(tables.series.c.name).distinct()).scalars().all()
         held: dict[str, str | None] = dict(
