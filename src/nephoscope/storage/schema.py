@@ -138,7 +138,15 @@ rollups = sa.Table(
     sa.Column("first_value", sa.Double(), nullable=False),
     sa.Column("last_at", sa.BigInteger(), nullable=False),
     sa.Column("last_value", sa.Double(), nullable=False),
-    sa.PrimaryKeyConstraint("series_id", "granularity", "bucket"),
+    # On PostgreSQL the key's index also holds what statistics read, so they read
+    # a series' buckets from adjacent index entries (an index-only scan) instead
+    # of a heap page per bucket: the heap is in write order, not series order.
+    sa.PrimaryKeyConstraint(
+        "series_id",
+        "granularity",
+        "bucket",
+        postgresql_include=["n", "total", "low", "high", "squares", "first_at", "last_at"],
+    ),
     # Clustered on the key: an upsert is one B-tree walk, a range read is sequential.
     sqlite_with_rowid=False,
 )

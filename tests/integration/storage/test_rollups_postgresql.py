@@ -6,15 +6,17 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.unit.storage.rollup_checks import BASE, TEST_POLICY, asks, check_history, histories
 
 from nephoscope.config import StoreSettings
 from nephoscope.counter import Counter
-from nephoscope.storage import open_store
+from nephoscope.storage import open_store, sql
 from nephoscope.storage.base import SampleFilter
 from nephoscope.storage.sql import SQLStore
 
@@ -86,3 +88,49 @@ def test_two_writers_racing_on_the_same_buckets_count_each_sample_once(
     stats = store.statistics(query, 3600)
     assert [(s.count, s.sum) for s in stats] == [(20_000, 20_000.0)]
     assert store.statistics(query, 3600, rollups=False)[0].count == 20_000
+
+
+def test_statistics_read_rollups_from_the_key_index_alone(
+    store: SQLStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = [
+        Counter(
+            name="cpu",
+            type="gauge",
+            unit="B",
+            volume=float(i),
+            user_id="u",
+            project_id="p",
+            resource_id=f"r{i % 4}",
+            timestamp=BASE + timedelta(minutes=5 * i),
+            resource_metadata={},
+            source="test",
+            id=str(uuid.uuid4()),
+        )
+        for i in range(400)
+    ]
+    store.write_batch(samples)
+    reads: list[tuple[str, Any]] = []
+    fetch = sql._fetch_numbers
+
+    def spy(conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
+        compiled = stmt.compile(dialect=conn.dialect)
+        reads.append((str(compiled), compiled.params))
+        return fetch(conn, stmt)
+
+    monkeypatch.setattr(sql, "_fetch_numbers", spy)
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=30))
+    stats = store.statistics(query, 3600, ["resource_id"])
+    assert len(stats) == 4 * 30 and reads
+    with store.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM rollups")
+    with store.engine.begin() as conn:
+        # On a table this small the planner would rather scan it; make it say whether
+        # the index alone could answer.
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+        for statement, parameters in reads:
+            plan = "\n".join(
+                row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters)
+            )
+            assert "Index Only Scan using pk_rollups" in plan, plan

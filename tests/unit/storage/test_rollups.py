@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -225,6 +226,58 @@ def test_rollups_answer_a_typical_query_without_raw_samples(store: SQLStore) -> 
         (s.count, s.sum, s.min, s.max, dict(s.groupby)) for s in want
     ]
     assert len(got) == 18
+
+
+def rollup_selects(store: SQLStore, ask: Any) -> tuple[Any, list[str]]:
+    """What ``ask()`` returns, and the SELECTs it ran on the rollups table."""
+    seen: list[str] = []
+
+    def spy(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM rollups" in statement:
+            seen.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", spy)
+    try:
+        return ask(), seen
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", spy)
+
+
+def test_buckets_that_are_whole_statistics_are_read_without_grouping(store: SQLStore) -> None:
+    samples = [
+        counter(float(i % 5), BASE + timedelta(minutes=7 * i), resource=f"r{i % 2}")
+        for i in range(60)
+    ]
+    # A second owner of r0: two series, one group when grouped by resource.
+    samples += [
+        dataclasses.replace(
+            counter(10.0, BASE + timedelta(minutes=30 + 60 * i)), user_id="v", id=str(uuid.uuid4())
+        )
+        for i in range(3)
+    ]
+    store.write_batch(shuffled(samples))
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=7))
+
+    def ask(groupby: list[str], query: SampleFilter = query) -> Any:
+        return lambda: store.statistics(query, 3600, groupby)
+
+    def numbers(stats: list[Any]) -> list[tuple[Any, ...]]:
+        return [(s.period_start, dict(s.groupby), s.count, s.sum, s.min, s.max) for s in stats]
+
+    # Each series its own statistic: the hourly rows are the answer, as they lie.
+    by_user, selects = rollup_selects(store, ask(["resource_id", "user_id"]))
+    assert selects and not any("GROUP BY" in sql for sql in selects)
+    assert numbers(by_user) == numbers(
+        store.statistics(query, 3600, ["resource_id", "user_id"], rollups=False)
+    )
+    # r0's two series make one statistic per hour: SQL merges them.
+    by_resource, selects = rollup_selects(store, ask(["resource_id"]))
+    assert selects and all("GROUP BY" in sql for sql in selects)
+    assert numbers(by_resource) == numbers(
+        store.statistics(query, 3600, ["resource_id"], rollups=False)
+    )
+    # Hour 0: u's samples at minutes 0, 14, 28, 42, 56 and v's at 30; then 4 + 1 an hour.
+    assert [s.count for s in by_resource if s.groupby["resource_id"] == "r0"][:3] == [6, 5, 5]
 
 
 def test_metadata_queries_scan_raw_samples(store: SQLStore) -> None:
