@@ -20,7 +20,8 @@ fresh database on ``TEST_POSTGRESQL_URL``, dropped afterwards) it
 3. times ``write_batch`` of the newest ``--ingest-samples`` samples of the same
    stream (so every level of the archive policy, the 1-minute one kept a day
    included, is live, as for a collector) into fresh stores with the default
-   archive policy and with ``store.archive_policy.default: []`` (no rollups),
+   archive policy (or ``--ingest-policy``) and with
+   ``store.archive_policy.default: []`` (no rollups),
    ``--runs`` times each, alternating, and reports samples/s and the cost.
 
 Targets (issue 8): p50 <= 50 ms, >= 50x faster than the raw scan, rollups
@@ -34,6 +35,9 @@ puts a script's folder first on ``sys.path``), and ``bench/ingest.py`` broke.
 
     .venv/bin/python bench/rollup_statistics.py                                    # full run
     .venv/bin/python bench/rollup_statistics.py --samples 200000 --resources 100   # smoke
+    .venv/bin/python bench/rollup_statistics.py --no-queries --ingest-policy \
+        '{"default": [{"granularity": "1h", "timespan": "90d"}, {"granularity": "1d"}]}'
+                                                    # ingest cost without the 1-minute level
 """
 
 from __future__ import annotations
@@ -559,6 +563,8 @@ def ingest(backend: str, workdir: Path, shape: Shape, args: argparse.Namespace) 
                 settings: dict[str, Any] = {"url": url}
                 if mode == "off":
                     settings["archive_policy"] = NO_ROLLUPS
+                elif args.ingest_policy is not None:
+                    settings["archive_policy"] = args.ingest_policy
                 store = open_store(Settings(store=settings).store)
                 try:
                     figures = write_all(store, shape.batches(args.batch, count), count)
@@ -578,6 +584,7 @@ def ingest(backend: str, workdir: Path, shape: Shape, args: argparse.Namespace) 
             )
     result: dict[str, Any] = {
         "samples": count,
+        "policy": args.ingest_policy or "default",
         "rollups_on": spread(rates["on"]),
         "rollups_off": spread(rates["off"]) if "off" in rates else None,
         "rollup_rows": rollup_rows,
@@ -617,6 +624,22 @@ def ingest(backend: str, workdir: Path, shape: Shape, args: argparse.Namespace) 
 
 
 def bench(backend: str, workdir: Path, shape: Shape, args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if args.queries:
+        result.update(fill_and_query(backend, workdir, shape, args))
+    if args.ingest_samples > 0 and args.runs > 0:
+        print(
+            f"  ingest: write_batch of the newest {min(args.ingest_samples, shape.samples):,} "
+            f"samples into fresh stores, {args.runs} runs each way:",
+            flush=True,
+        )
+        result["ingest"] = ingest(backend, workdir, shape, args)
+    return result
+
+
+def fill_and_query(
+    backend: str, workdir: Path, shape: Shape, args: argparse.Namespace
+) -> dict[str, Any]:
     result: dict[str, Any] = {}
     print(
         f"{backend}: filling with {shape.samples:,} samples of {len(shape.instances):,} "
@@ -658,13 +681,6 @@ def bench(backend: str, workdir: Path, shape: Shape, args: argparse.Namespace) -
             except (RuntimeError, httpx.HTTPError) as exc:
                 print(f"    skipped: {exc}", flush=True)
                 result["api"] = {"error": str(exc)}
-    if args.ingest_samples > 0 and args.runs > 0:
-        print(
-            f"  ingest: write_batch of the newest {min(args.ingest_samples, shape.samples):,} "
-            f"samples into fresh stores, {args.runs} runs each way:",
-            flush=True,
-        )
-        result["ingest"] = ingest(backend, workdir, shape, args)
     return result
 
 
@@ -723,10 +739,23 @@ def main() -> int:
     )
     parser.add_argument("--runs", type=int, default=3, help="ingest runs each way (3)")
     parser.add_argument(
+        "--ingest-policy",
+        type=json.loads,
+        help="store.archive_policy of the ingest runs with rollups, as JSON (the default "
+        'policy); e.g. \'{"default": [{"granularity": "1h", "timespan": "90d"}, '
+        '{"granularity": "1d"}]}\' for no 1-minute level',
+    )
+    parser.add_argument(
         "--backends", default="sqlite,postgresql", help="sqlite and/or postgresql (both)"
     )
     parser.add_argument(
         "--no-api", dest="api", action="store_false", help="skip the HTTP API timings"
+    )
+    parser.add_argument(
+        "--no-queries",
+        dest="queries",
+        action="store_false",
+        help="skip the fill and the statistics timings: the ingest part only",
     )
     args = parser.parse_args()
     if args.projects is None:
