@@ -1530,7 +1530,7 @@ def _statistics(
     labels = list(reader.labels)  # by label id
     order = sorted(range(len(labels)), key=lambda i: _label_order(labels[i]))
     partials = reader.partials
-    if order == sorted(order):
+    if order == list(range(len(labels))):
         keys = sorted(partials)
     else:
         rank = [0] * len(labels)
