@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import orjson
@@ -1515,9 +1514,6 @@ class _StatisticsReader:
                     seen.add(row[width])
 
 
-_NO_AGGREGATES: Final[Mapping[str, float]] = MappingProxyType({})
-
-
 def _statistics(
     reader: _StatisticsReader,
     groupby: Sequence[str],
@@ -1537,11 +1533,9 @@ def _statistics(
         for position, label_id in enumerate(order):
             rank[label_id] = position
         keys = sorted(partials, key=lambda k: (k[0], rank[k[1]]))
-    # Statistics of one group share its (read-only) groupby mapping.
-    groups: list[Mapping[str, Any]] = [
-        MappingProxyType(
-            {name: _group_value(value) for name, value in zip(groupby, label[1:], strict=True)}
-        )
+    # Each label's groupby values are rendered once; each statistic gets its own copy.
+    groups = [
+        {name: _group_value(value) for name, value in zip(groupby, label[1:], strict=True)}
         for label in labels
     ]
     # Periods repeat across groups: their bounds are made once each.
@@ -1566,9 +1560,8 @@ def _statistics(
             period_start, period_end = found
         else:
             period_start, period_end = first_at, last_at
-        aggregate = _NO_AGGREGATES
+        aggregate: dict[str, float] = {}
         if wanted:
-            aggregate = {}
             values = {"avg": mean, "sum": total, "min": low, "max": high}
             for func, param in wanted:
                 if func == "cardinality":
@@ -1591,7 +1584,7 @@ def _statistics(
                 period,
                 period_start,
                 period_end,
-                groups[label_id],
+                groups[label_id].copy(),
                 aggregate,
             )
         )
