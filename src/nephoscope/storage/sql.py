@@ -1009,6 +1009,10 @@ class SQLStore:
         since = None if query.since is None else to_micros(query.since)
         until = None if query.until is None else to_micros(query.until)
         with self.engine.connect() as conn:
+            if self.dialect_name == "postgresql":
+                # One snapshot for every read below: a batch committed between two
+                # of them would otherwise be seen by one part of the plan only.
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
             levels: list[tuple[int, int | None]] = []
             if rollups and not by_metadata and query.message_id is None:
                 levels = self._rollup_levels(conn, query.meter)
@@ -1303,11 +1307,17 @@ def _fetch_numbers(conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
     if conn.dialect.name != "postgresql":
         return list(conn.execute(stmt).all())
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    sql, params = str(compiled), compiled.params
     driver = conn.connection.driver_connection
     assert driver is not None
-    with driver.cursor(binary=True) as cursor:
-        cursor.execute(str(compiled), compiled.params)
-        return cast("list[Any]", cursor.fetchall())
+    error = conn.dialect.loaded_dbapi.Error
+    try:
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(sql, params)
+            return cast("list[Any]", cursor.fetchall())
+    except error as exc:
+        # As SQLAlchemy would have raised it, for callers that catch its errors.
+        raise sa.exc.DBAPIError.instance(sql, params, exc, error, dialect=conn.dialect) from exc
 
 
 def _square(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -1395,12 +1405,13 @@ class _StatisticsReader:
             conditions.append(table.bucket >= low)
         if high is not None:
             conditions.append(table.bucket < high)
-        series_labels = self._label_of_series()
-        if seconds == self.period and not distinct_of and len(series_labels) == len(self.labels):
-            # Each bucket is a whole period and each series its own statistic:
-            # grouping in SQL would merge nothing, so the rows are read as they lie.
-            self._read_buckets(conditions, series_labels)
-            return
+        if seconds == self.period and not distinct_of:
+            series_labels = self._label_of_series()
+            if len(series_labels) == len(self.labels):
+                # Each bucket is a whole period and each series its own statistic:
+                # grouping in SQL would merge nothing, so the rows are read as they lie.
+                self._read_buckets(conditions, series_labels)
+                return
         self._collect(
             tables.rollups.join(tables.series, tables.series.c.id == table.series_id),
             conditions,

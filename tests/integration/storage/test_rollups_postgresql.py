@@ -134,3 +134,42 @@ def test_statistics_read_rollups_from_the_key_index_alone(
                 row[0] for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters)
             )
             assert "Index Only Scan using pk_rollups" in plan, plan
+
+
+def test_statistics_read_one_snapshot(store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    store.write_batch(
+        [
+            Counter(
+                name="cpu",
+                type="gauge",
+                unit="B",
+                volume=1.0,
+                user_id="u",
+                project_id="p",
+                resource_id="r0",
+                timestamp=BASE + timedelta(minutes=i),
+                resource_metadata={},
+                source="test",
+                id=str(uuid.uuid4()),
+            )
+            for i in range(120)
+        ]
+    )
+    levels: list[str] = []
+    fetch = sql._fetch_numbers
+
+    def spy(conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
+        levels.append(conn.exec_driver_sql("SHOW transaction_isolation").scalar_one())
+        return fetch(conn, stmt)
+
+    monkeypatch.setattr(sql, "_fetch_numbers", spy)
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=2))
+    assert [s.count for s in store.statistics(query, 3600)] == [60, 60]
+    # A batch committed between two of the plan's reads cannot be half seen.
+    assert levels == ["repeatable read"]
+
+
+def test_binary_reads_raise_sqlalchemy_errors(store: SQLStore) -> None:
+    missing = sa.table("no_such_table", sa.column("x"))
+    with store.engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError):
+        sql._fetch_numbers(conn, sa.select(missing.c.x))
