@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +21,23 @@ from nephoscope.storage.base import SampleFilter
 from nephoscope.storage.sql import SQLStore
 
 pytestmark = pytest.mark.integration
+
+
+def cpu(volume: float, resource: str, at: datetime) -> Counter:
+    """A gauge sample of meter ``cpu`` with a fresh message id."""
+    return Counter(
+        name="cpu",
+        type="gauge",
+        unit="B",
+        volume=volume,
+        user_id="u",
+        project_id="p",
+        resource_id=resource,
+        timestamp=at,
+        resource_metadata={},
+        source="test",
+        id=str(uuid.uuid4()),
+    )
 
 
 @pytest.fixture
@@ -46,22 +63,7 @@ def test_two_writers_racing_on_the_same_buckets_count_each_sample_once(
     store: SQLStore, postgresql_url: str
 ) -> None:
     other = open_store(StoreSettings(url=postgresql_url, archive_policy=TEST_POLICY))
-    samples = [
-        Counter(
-            name="cpu",
-            type="gauge",
-            unit="B",
-            volume=1.0,
-            user_id="u",
-            project_id="p",
-            resource_id=f"r{i % 20}",
-            timestamp=BASE + timedelta(seconds=i % 600),
-            resource_metadata={},
-            source="test",
-            id=str(uuid.uuid4()),
-        )
-        for i in range(20_000)
-    ]
+    samples = [cpu(1.0, f"r{i % 20}", BASE + timedelta(seconds=i % 600)) for i in range(20_000)]
     batches = [samples[i : i + 1000] for i in range(0, len(samples), 1000)]
     errors: list[BaseException] = []
 
@@ -93,22 +95,7 @@ def test_two_writers_racing_on_the_same_buckets_count_each_sample_once(
 def test_statistics_read_rollups_from_the_key_index_alone(
     store: SQLStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    samples = [
-        Counter(
-            name="cpu",
-            type="gauge",
-            unit="B",
-            volume=float(i),
-            user_id="u",
-            project_id="p",
-            resource_id=f"r{i % 4}",
-            timestamp=BASE + timedelta(minutes=5 * i),
-            resource_metadata={},
-            source="test",
-            id=str(uuid.uuid4()),
-        )
-        for i in range(400)
-    ]
+    samples = [cpu(float(i), f"r{i % 4}", BASE + timedelta(minutes=5 * i)) for i in range(400)]
     store.write_batch(samples)
     reads: list[tuple[str, Any]] = []
     fetch = sql._fetch_numbers
@@ -137,24 +124,7 @@ def test_statistics_read_rollups_from_the_key_index_alone(
 
 
 def test_statistics_read_one_snapshot(store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    store.write_batch(
-        [
-            Counter(
-                name="cpu",
-                type="gauge",
-                unit="B",
-                volume=1.0,
-                user_id="u",
-                project_id="p",
-                resource_id="r0",
-                timestamp=BASE + timedelta(minutes=i),
-                resource_metadata={},
-                source="test",
-                id=str(uuid.uuid4()),
-            )
-            for i in range(120)
-        ]
-    )
+    store.write_batch([cpu(1.0, "r0", BASE + timedelta(minutes=i)) for i in range(120)])
     levels: list[str] = []
     fetch = sql._fetch_numbers
 
