@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit.storage.rollup_checks import BASE, TEST_POLICY, asks, check_history, histories
+from tests.unit.storage.rollup_checks import (
+    BASE,
+    TEST_POLICY,
+    asks,
+    check_history,
+    counter,
+    histories,
+)
 
 from nephoscope.config import StoreSettings
 from nephoscope.counter import Counter
@@ -21,23 +27,6 @@ from nephoscope.storage.base import SampleFilter
 from nephoscope.storage.sql import SQLStore
 
 pytestmark = pytest.mark.integration
-
-
-def cpu(volume: float, resource: str, at: datetime) -> Counter:
-    """A gauge sample of meter ``cpu`` with a fresh message id."""
-    return Counter(
-        name="cpu",
-        type="gauge",
-        unit="B",
-        volume=volume,
-        user_id="u",
-        project_id="p",
-        resource_id=resource,
-        timestamp=at,
-        resource_metadata={},
-        source="test",
-        id=str(uuid.uuid4()),
-    )
 
 
 @pytest.fixture
@@ -63,7 +52,10 @@ def test_two_writers_racing_on_the_same_buckets_count_each_sample_once(
     store: SQLStore, postgresql_url: str
 ) -> None:
     other = open_store(StoreSettings(url=postgresql_url, archive_policy=TEST_POLICY))
-    samples = [cpu(1.0, f"r{i % 20}", BASE + timedelta(seconds=i % 600)) for i in range(20_000)]
+    samples = [
+        counter(1.0, BASE + timedelta(seconds=i % 600), resource=f"r{i % 20}")
+        for i in range(20_000)
+    ]
     batches = [samples[i : i + 1000] for i in range(0, len(samples), 1000)]
     errors: list[BaseException] = []
 
@@ -95,7 +87,9 @@ def test_two_writers_racing_on_the_same_buckets_count_each_sample_once(
 def test_statistics_read_rollups_from_the_key_index_alone(
     store: SQLStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    samples = [cpu(float(i), f"r{i % 4}", BASE + timedelta(minutes=5 * i)) for i in range(400)]
+    samples = [
+        counter(float(i), BASE + timedelta(minutes=5 * i), resource=f"r{i % 4}") for i in range(400)
+    ]
     store.write_batch(samples)
     reads: list[tuple[str, Any]] = []
     fetch = sql._fetch_numbers
@@ -124,7 +118,9 @@ def test_statistics_read_rollups_from_the_key_index_alone(
 
 
 def test_statistics_read_one_snapshot(store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    store.write_batch([cpu(1.0, "r0", BASE + timedelta(minutes=i)) for i in range(120)])
+    store.write_batch(
+        [counter(1.0, BASE + timedelta(minutes=i), resource="r0") for i in range(120)]
+    )
     levels: list[str] = []
     fetch = sql._fetch_numbers
 

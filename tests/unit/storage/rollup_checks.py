@@ -175,3 +175,27 @@ def shuffled(counters: list[Counter], seed: int = 3) -> list[Counter]:
     copy = list(counters)
     random.Random(seed).shuffle(copy)
     return copy
+
+
+def counter(
+    volume: float,
+    at: datetime,
+    *,
+    resource: str = "r0",
+    meter: str = "cpu",
+    message_id: str | None = None,
+) -> Counter:
+    """A gauge sample (unit B, owner u/p) with a fresh message id unless given."""
+    return Counter(
+        name=meter,
+        type="gauge",
+        unit="B",
+        volume=volume,
+        user_id="u",
+        project_id="p",
+        resource_id=resource,
+        timestamp=at,
+        resource_metadata={"flavor": "small"},
+        source="test",
+        id=message_id or str(uuid.uuid4()),
+    )

@@ -20,12 +20,12 @@ from tests.unit.storage.rollup_checks import (
     History,
     asks,
     check_history,
+    counter,
     histories,
     shuffled,
 )
 
 from nephoscope.config import StoreSettings
-from nephoscope.counter import Counter
 from nephoscope.storage import open_store, schema
 from nephoscope.storage.base import SampleFilter
 from nephoscope.storage.rollups import Plan, accumulate, merge, plan
@@ -50,29 +50,6 @@ def store(tmp_path: Path) -> Iterator[SQLStore]:
     opened = make_store(tmp_path / "rollups.db")
     yield opened
     opened.close()
-
-
-def counter(
-    volume: float,
-    at: datetime,
-    *,
-    resource: str = "r0",
-    meter: str = "cpu",
-    message_id: str | None = None,
-) -> Counter:
-    return Counter(
-        name=meter,
-        type="gauge",
-        unit="B",
-        volume=volume,
-        user_id="u",
-        project_id="p",
-        resource_id=resource,
-        timestamp=at,
-        resource_metadata={"flavor": "small"},
-        source="test",
-        id=message_id or str(uuid.uuid4()),
-    )
 
 
 def rollup_rows(store: SQLStore, granularity: int) -> list[tuple[Any, ...]]:
