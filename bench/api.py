@@ -19,8 +19,6 @@ import json
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,9 @@ from nephoscope.config import Settings
 from nephoscope.counter import Counter
 from nephoscope.storage import open_store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from apiserver import TOKEN, serve, stop
+
 RESULTS = Path(__file__).resolve().parent / "results"
 POSTGRESQL_URL = os.environ.get(
     "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -47,7 +48,6 @@ METERS = [
     ("memory.usage", "gauge", "MB"),
     ("disk.read.bytes", "cumulative", "B"),
 ]
-TOKEN = "bench-admin"
 
 
 def fill(url: str, samples: int, resources: int) -> float:
@@ -86,56 +86,6 @@ def fill(url: str, samples: int, resources: int) -> float:
     elapsed = time.perf_counter() - began
     store.close()
     return elapsed
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def serve(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
-    port = free_port()
-    tokens = workdir / "tokens.yaml"
-    tokens.write_text(f"{TOKEN}: {{project_id: admin, roles: [admin]}}\n", encoding="utf-8")
-    config = workdir / f"api-{port}.yaml"
-    config.write_text(
-        f"store: {{url: '{url}'}}\napi: {{port: {port}, tokens: '{tokens}'}}\n", encoding="utf-8"
-    )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "nephoscope",
-            "api",
-            "--config",
-            str(config),
-            "--workers",
-            str(workers),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{base}/v2/capabilities", headers={"X-Auth-Token": TOKEN}, timeout=2)
-            return process, base
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                output = process.stderr.read() if process.stderr else ""
-                raise SystemExit(f"nephoscope api did not start: {output}") from None
-            time.sleep(0.2)
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(20)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def meters_path(resources: int, rng: random.Random) -> str:
@@ -185,6 +135,13 @@ def throughput(base: str, resources: int, clients: int, seconds: float) -> float
     return sum(done) / (time.perf_counter() - began)
 
 
+def start(url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[str], str]:
+    try:
+        return serve(url, workdir, workers)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 def bench(name: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     print(
         f"{name}: storing {args.samples:,} samples on {args.resources:,} resources...", flush=True
@@ -192,13 +149,13 @@ def bench(name: str, url: str, args: argparse.Namespace, workdir: Path) -> dict[
     fill_seconds = fill(url, args.samples, args.resources)
     print(f"  stored in {fill_seconds:.1f} s", flush=True)
     rng = random.Random(7)
-    process, base = serve(url, workdir, 1)
+    process, base = start(url, workdir, 1)
     try:
         meters = latencies(base, [meters_path(args.resources, rng) for _ in range(args.requests)])
         resources = latencies(base, [resources_path(rng) for _ in range(args.requests)])
     finally:
         stop(process)
-    process, base = serve(url, workdir, args.workers)
+    process, base = start(url, workdir, args.workers)
     try:
         rate = throughput(base, args.resources, args.clients, args.seconds)
     finally:

@@ -50,10 +50,7 @@ import math
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -74,6 +71,9 @@ from nephoscope.config import Settings
 from nephoscope.counter import Counter
 from nephoscope.storage import SampleFilter, Statistic, Store, open_store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from apiserver import TOKEN, serve, stop
+
 RESULTS = Path(__file__).resolve().parent / "results"
 POSTGRESQL_URL = os.environ.get(
     "TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -81,7 +81,6 @@ POSTGRESQL_URL = os.environ.get(
 DAYS = 30
 PERIOD = 3600
 METERS = 2  # cpu and memory.usage, per instance and poll
-TOKEN = "bench-admin"
 NO_ROLLUPS: dict[str, list[Any]] = {"default": []}
 #: The keyword the store's statistics takes to skip the rollups (when it has it).
 RAW_SCAN = {"rollups": False}
@@ -439,39 +438,10 @@ def store_queries(store: Store, shape: Shape, repetitions: int) -> dict[str, Any
     return results
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def api_queries(url: str, workdir: Path, shape: Shape, repetitions: int) -> dict[str, Any]:
     """(a) and (b) through GET /v2/meters/cpu/statistics on a one-worker server."""
-    port = free_port()
-    tokens = workdir / "tokens.yaml"
-    tokens.write_text(f"{TOKEN}: {{project_id: admin, roles: [admin]}}\n", encoding="utf-8")
-    config = workdir / f"api-{port}.yaml"
-    config.write_text(
-        f"store: {{url: '{url}'}}\napi: {{port: {port}, tokens: '{tokens}'}}\n", encoding="utf-8"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nephoscope", "api", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    process, base = serve(url, workdir)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{base}/v2/capabilities", headers={"X-Auth-Token": TOKEN}, timeout=2)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stderr.read() if process.stderr else ""
-                    raise RuntimeError(f"nephoscope api did not start: {output}") from None
-                time.sleep(0.2)
         rng = random.Random(3600)
         window = [
             ("q.field", "timestamp"),
@@ -524,12 +494,7 @@ def api_queries(url: str, workdir: Path, shape: Shape, repetitions: int) -> dict
                 )
         return results
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 # -- ingest ---------------------------------------------------------------------------
