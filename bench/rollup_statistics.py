@@ -269,10 +269,19 @@ def store_facts(url: str) -> dict[str, Any]:
         with engine.connect() as conn:
             samples = conn.execute(sa.text("SELECT count(*) FROM samples")).scalar_one()
             rollups: dict[str, int] | None = None
-            if sa.inspect(conn).has_table("rollups"):
+            inspector = sa.inspect(conn)
+            if inspector.has_table("rollups"):
+                # Buckets, wherever they lie: staged rows (rollups_recent, SQLite) too.
+                source = "rollups"
+                if inspector.has_table("rollups_recent"):
+                    key = "series_id, granularity, bucket"
+                    source = (
+                        f"(SELECT {key} FROM rollups UNION SELECT {key} FROM rollups_recent)"
+                        " AS buckets"
+                    )
                 rows = conn.execute(
                     sa.text(
-                        "SELECT granularity, count(*) FROM rollups "
+                        f"SELECT granularity, count(*) FROM {source} "
                         "GROUP BY granularity ORDER BY granularity"
                     )
                 )

@@ -11,9 +11,13 @@ Times here are integer microseconds since the epoch; granularities are seconds.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "Level",
@@ -72,61 +76,78 @@ def accumulate(
     levels: Sequence[tuple[Level, ...]],
 ) -> list[Row]:
     """Rollup rows of the points (series id, time, volume, levels kept for it), one per
-    series, granularity and bucket; points in buckets before a level's earliest skip it."""
-    by_levels: dict[tuple[Level, ...], list[int]] = {}
-    for index, kept in enumerate(levels):
-        by_levels.setdefault(kept, []).append(index)
+    series, granularity and bucket; points in buckets before a level's earliest skip it.
+
+    Among points at equal times the earlier in the sequence is the first and the
+    later the last, as :func:`merge` in arrival order would have it.
+    """
+    if not stamps:
+        return []
+    ids = np.asarray(series_ids, dtype=np.int64)
+    times = np.asarray(stamps, dtype=np.int64)
+    values = np.asarray(volumes, dtype=np.float64)
+    if levels.count(levels[0]) == len(levels):
+        # Every point's meter keeps the same levels (the usual case): one group.
+        groups: dict[tuple[Level, ...], Any] = {levels[0]: None}
+    else:
+        groups = {}
+        for index, kept in enumerate(levels):
+            groups.setdefault(kept, []).append(index)
     rows: list[Row] = []
-    for kept, indexes in by_levels.items():
-        if len(indexes) == len(stamps):
-            ids, times, values = series_ids, stamps, volumes
+    for kept, indexes in groups.items():
+        if indexes is None:
+            points = ids, times, values
         else:
-            ids = [series_ids[i] for i in indexes]
-            times = [stamps[i] for i in indexes]
-            values = [volumes[i] for i in indexes]
+            chosen = np.asarray(indexes)
+            points = ids[chosen], times[chosen], values[chosen]
         for seconds, earliest in kept:
-            rows.extend(_level_rows(seconds, earliest, ids, times, values))
+            rows.extend(_level_rows(seconds, earliest, *points))
     return rows
 
 
 def _level_rows(
     seconds: int,
     earliest: int | None,
-    ids: Sequence[int],
-    times: Sequence[int],
-    values: Sequence[float],
+    ids: npt.NDArray[np.int64],
+    times: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
 ) -> list[Row]:
-    width = seconds * US
-    if earliest is not None and times and min(times) < earliest:
-        kept = [(i, t, v) for i, t, v in zip(ids, times, values, strict=True) if t >= earliest]
-        ids, times, values = [p[0] for p in kept], [p[1] for p in kept], [p[2] for p in kept]
-    keys = [(i, t - t % width) for i, t in zip(ids, times, strict=True)]
-    if len(set(keys)) == len(keys):
-        # Each point alone in its bucket (the usual case at fine granularities).
-        return [
-            (i, seconds, bucket, 1, v, v, v, v * v, t, v, t, v)
-            for (i, bucket), t, v in zip(keys, times, values, strict=True)
-        ]
-    acc: dict[tuple[int, int], Partial] = {}
-    get = acc.get
-    for key, t, v in zip(keys, times, values, strict=True):
-        row = get(key)
-        if row is None:
-            acc[key] = [1, v, v, v, v * v, t, v, t, v]
-            continue
-        # merge() inlined: this loop runs for every point of the coarser levels.
-        row[0] += 1
-        row[1] += v
-        if v < row[2]:
-            row[2] = v
-        if v > row[3]:
-            row[3] = v
-        row[4] += v * v
-        if t < row[5]:
-            row[5], row[6] = t, v
-        if t >= row[7]:
-            row[7], row[8] = t, v
-    return [(i, seconds, bucket, *partial) for (i, bucket), partial in acc.items()]
+    if earliest is not None:
+        kept = times >= earliest
+        if not kept.all():
+            ids, times, values = ids[kept], times[kept], values[kept]
+    count = len(times)
+    if not count:
+        return []
+    buckets = times - times % (seconds * US)
+    # lexsort is stable: points at equal times stay in arrival order.
+    order = np.lexsort((times, ids, buckets))
+    ids, buckets, times, values = ids[order], buckets[order], times[order], values[order]
+    starts_group = np.empty(count, dtype=bool)
+    starts_group[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=starts_group[1:])
+    starts_group[1:] |= buckets[1:] != buckets[:-1]
+    starts = np.flatnonzero(starts_group)
+    ends = np.append(starts[1:], count) - 1
+    with np.errstate(over="ignore", under="ignore"):
+        # Squares overflow to infinity and underflow to 0, as in SQL and plain Python.
+        squares = values * values
+    return list(
+        zip(
+            ids[starts].tolist(),
+            itertools.repeat(seconds),
+            buckets[starts].tolist(),
+            np.diff(np.append(starts, count)).tolist(),
+            np.add.reduceat(values, starts).tolist(),
+            np.minimum.reduceat(values, starts).tolist(),
+            np.maximum.reduceat(values, starts).tolist(),
+            np.add.reduceat(squares, starts).tolist(),
+            times[starts].tolist(),
+            values[starts].tolist(),
+            times[ends].tolist(),
+            values[ends].tolist(),
+        )
+    )
 
 
 def format_granularities(seconds: Iterable[int]) -> str:

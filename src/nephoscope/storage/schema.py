@@ -22,6 +22,7 @@ __all__ = [
     "resources",
     "rollup_meters",
     "rollups",
+    "rollups_recent",
     "samples",
     "series",
 ]
@@ -148,6 +149,24 @@ rollups = sa.Table(
         postgresql_include=["n", "total", "low", "high", "squares", "first_at", "last_at"],
     ),
     # Clustered on the key: an upsert is one B-tree walk, a range read is sequential.
+    sqlite_with_rowid=False,
+)
+
+#: Rollup rows of the latest batches on SQLite, merged as in ``rollups`` and moved
+#: there every few batches (see ``SQLStore``); PostgreSQL writes ``rollups`` directly
+#: and leaves this empty. The key leads with time: one batch's rows for a bucket lie
+#: together, so a batch dirties a few pages here, where in ``rollups`` it would
+#: dirty a page per series.
+rollups_recent = sa.Table(
+    "rollups_recent",
+    metadata,
+    sa.Column("series_id", sa.Integer(), sa.ForeignKey(series.c.id), nullable=False),
+    *(
+        sa.Column(column.name, column.type, nullable=False)
+        for column in rollups.c
+        if column.name != "series_id"
+    ),
+    sa.PrimaryKeyConstraint("granularity", "bucket", "series_id"),
     sqlite_with_rowid=False,
 )
 

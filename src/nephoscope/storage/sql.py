@@ -107,6 +107,11 @@ SQLITE_PRAGMAS: Final = (
     # ...and the WAL file is cut back after a checkpoint instead of staying at its peak.
     "journal_size_limit = 67108864",
 )
+#: SQLite moves staged rollup rows into ``rollups`` in each batch whose id is a
+#: multiple of this. More batches between moves spread the cost of the pages a
+#: move dirties (about one per series and level) thinner; fewer keep the staging
+#: table, which statistics scan by time, small.
+ROLLUP_MOVE_EVERY: Final = 16
 #: Series and metadata ids remembered per store; past this the oldest are forgotten.
 CACHE_LIMIT: Final = 100_000
 #: An arbitrary constant: the PostgreSQL advisory lock held while migrating.
@@ -273,23 +278,27 @@ class SQLStore:
             tables.samples,
             ("timestamp", "volume", "batch_id", "series_id", "metadata_id", "message_id"),
         )
-        self._upsert_rollups = _InsertMany(
-            self.engine.dialect,
-            self._merge_rollups(self._insert(tables.rollups)),
-            tables.rollups,
-            _ROLLUP_COLUMNS,
-        )
-        if self.dialect_name == "postgresql":
+        #: SQLite stages rollup rows before they go into ``rollups`` (see _write_rollups).
+        self._stages_rollups = self.dialect_name != "postgresql"
+        #: Where rollup rows are read from: staged rows too, where there are any.
+        self._rollup_tables: tuple[sa.Table, ...] = (tables.rollups,)
+        #: Batches between moves of staged rollup rows.
+        self.rollup_move_every = ROLLUP_MOVE_EVERY
+        if not self._stages_rollups:
             self._move_rollups = str(
-                self._merge_rollups(
-                    postgresql.insert(tables.rollups).from_select(
-                        _ROLLUP_COLUMNS,
-                        sa.select(*(_INCOMING_ROLLUPS.c[name] for name in _ROLLUP_COLUMNS))
-                        # Key order: concurrent writers lock rollup rows in one order.
-                        .order_by(*(_INCOMING_ROLLUPS.c[name] for name in _ROLLUP_COLUMNS[:3])),
-                    )
-                ).compile(dialect=self.engine.dialect)
+                self._merge_rollups(tables.rollups, _INCOMING_ROLLUPS).compile(
+                    dialect=self.engine.dialect
+                )
             )
+        else:
+            self._rollup_tables += (tables.rollups_recent,)
+            self._stage_rollups = _InsertMany(
+                self.engine.dialect,
+                self._merge_rollups(tables.rollups_recent),
+                tables.rollups_recent,
+                _ROLLUP_COLUMNS,
+            )
+            self._move_staged_rollups = self._merge_rollups(tables.rollups, tables.rollups_recent)
 
     # -- schema -------------------------------------------------------------------------
 
@@ -332,7 +341,12 @@ class SQLStore:
 
     def _apply_archive_policy(self, conn: sa.Connection) -> None:
         """Drop the rollups the policy no longer keeps; build the new ones from raw samples."""
-        for name, held in sorted(self._policy_changes(conn).items()):
+        changes = self._policy_changes(conn)
+        if not changes:
+            return
+        # Rows of every meter in one table, so that deleting from it is enough.
+        self._move_staged(conn)
+        for name, held in sorted(changes.items()):
             wanted = rollups.parse_granularities(self._wanted_granularities(name))
             # A meter with no record may still have rollups from a writer whose record
             # was rolled back: rebuild everything for it rather than trust them.
@@ -364,6 +378,7 @@ class SQLStore:
                 rollups.format_granularities(wanted) or "none",
                 held or "none",
             )
+        self._move_staged(conn)
 
     def _policy_changes(self, conn: sa.Connection) -> dict[str, str | None]:
         """Meters whose rollups differ from the archive policy: name -> what they hold."""
@@ -523,11 +538,22 @@ class SQLStore:
             [levels[c.name] for c in counters],
         )
         self._write_rollups(conn, acc)
+        if batch_id % self.rollup_move_every == 0:
+            self._move_staged(conn)
 
     def _write_rollups(self, conn: sa.Connection, rows: list[rollups.Row]) -> None:
-        """Merge rollup rows into the stored ones."""
-        if self.dialect_name != "postgresql":
-            self._upsert_rollups.execute(conn, rows)
+        """Merge rollup rows into the stored ones.
+
+        SQLite stages them in ``rollups_recent``, keyed by time, where a batch's rows
+        lie on a few pages; keyed by series, a batch touching every series would
+        dirty a page per series and level in ``rollups``, and each dirty page costs
+        a WAL write at commit. :meth:`_move_staged` moves them on every
+        ``rollup_move_every`` batches, when a page it dirties holds the rows of
+        that many batches. PostgreSQL writers run side by side, and moving rows
+        between tables under them would need locking; they write ``rollups``.
+        """
+        if self._stages_rollups:
+            self._stage_rollups.execute(conn, rows)
             return
         # As for samples: COPY into a temporary table, then one INSERT ... SELECT.
         driver = conn.connection.driver_connection
@@ -591,15 +617,35 @@ class SQLStore:
                     known[name] = new[name] = rollups.parse_granularities(text)
         return cast("dict[str, tuple[int, ...]]", known)
 
-    @staticmethod
-    def _merge_rollups(insert: Any) -> Any:
-        """``insert`` ... ON CONFLICT merging new partial aggregates into stored ones."""
-        new, old = insert.excluded, tables.rollups.c
+    def _move_staged(self, conn: sa.Connection) -> None:
+        """Move the rollup rows staged on SQLite into ``rollups``."""
+        if not self._stages_rollups:
+            return
+        conn.execute(self._move_staged_rollups)
+        # No WHERE: SQLite drops the table's pages at once instead of row by row.
+        conn.execute(tables.rollups_recent.delete())
+
+    def _merge_rollups(self, table: sa.Table, source: sa.Table | None = None) -> Any:
+        """INSERT into ``table`` ... ON CONFLICT merging new partial aggregates into
+        stored ones: of bound rows, or of all ``source``'s rows in ``table``'s key order."""
+        insert = self._insert(table)
+        if source is not None:
+            key = [source.c[column.name] for column in table.primary_key.columns]
+            insert = insert.from_select(
+                _ROLLUP_COLUMNS,
+                sa.select(*(source.c[name] for name in _ROLLUP_COLUMNS))
+                # SQLite needs a WHERE to tell ON CONFLICT from a join's ON.
+                .where(sa.true())
+                # Key order: sequential writes, and on PostgreSQL concurrent writers
+                # lock rollup rows in one order.
+                .order_by(*key),
+            )
+        new, old = insert.excluded, table.c
         earlier = new.first_at < old.first_at
         # On equal times the later write is the newer, as _upsert_resources counts it.
         later = new.last_at >= old.last_at
         return insert.on_conflict_do_update(
-            index_elements=[old.series_id, old.granularity, old.bucket],
+            index_elements=list(table.primary_key.columns),
             set_={
                 "n": old.n + new.n,
                 "total": old.total + new.total,
@@ -744,6 +790,10 @@ class SQLStore:
         """
         policy = self._retention
         now = now or datetime.now(UTC)
+        if self._stages_rollups:
+            # Staged rows expire too: move them where expiry looks.
+            with self._writer.begin() as conn:
+                self._move_staged(conn)
         with self.engine.connect() as conn:
             names = conn.execute(sa.select(tables.series.c.name).distinct()).scalars().all()
         deleted = 0
@@ -1071,18 +1121,24 @@ class SQLStore:
         # A level kept for ever has a bucket for every sample ever stored: its
         # earliest first_at is the first sample, found without reading samples.
         coarsest = max(forever)
-        stmt = (
-            sa.select(sa.func.min(tables.rollups.c.first_at))
-            .select_from(
-                tables.rollups.join(tables.series, tables.series.c.id == tables.rollups.c.series_id)
+        firsts = []
+        for rollup_table in self._rollup_tables:
+            table = rollup_table.c
+            stmt = (
+                sa.select(sa.func.min(table.first_at))
+                .select_from(
+                    rollup_table.join(tables.series, tables.series.c.id == table.series_id)
+                )
+                .where(*_series_conditions(query), table.granularity == coarsest)
             )
-            .where(*_series_conditions(query), tables.rollups.c.granularity == coarsest)
-        )
-        if query.until is not None:
-            # The earliest first_at is the first sample ever: if it lies before the
-            # end, it is the first in range; if not, nothing is.
-            stmt = stmt.where(tables.rollups.c.first_at < to_micros(query.until))
-        return cast("int | None", conn.execute(stmt).scalar())
+            if query.until is not None:
+                # The earliest first_at is the first sample ever: if it lies before the
+                # end, it is the first in range; if not, nothing is.
+                stmt = stmt.where(table.first_at < to_micros(query.until))
+            first = conn.execute(stmt).scalar()
+            if first is not None:
+                firsts.append(first)
+        return min(firsts, default=None)
 
     # -- metadata queries -----------------------------------------------------------------
 
@@ -1320,6 +1376,24 @@ def _fetch_numbers(conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
         raise sa.exc.DBAPIError.instance(sql, params, exc, error, dialect=conn.dialect) from exc
 
 
+def _staged_buckets(seconds: int, low: int | None, high: int | None) -> sa.CTE:
+    """The distinct buckets of ``rollups_recent`` rows of granularity ``seconds`` in
+    [``low``, ``high``), found by one key seek each (a loose index scan), and a NULL."""
+    table = tables.rollups_recent.c
+
+    def least(*above: sa.ColumnElement[bool]) -> sa.ScalarSelect[Any]:
+        # One lower bound only: SQLite seeks to it, and min() stops at the first row.
+        in_range = [table.granularity == seconds, *above]
+        if high is not None:
+            in_range.append(table.bucket < high)
+        return sa.select(sa.func.min(table.bucket)).where(*in_range).scalar_subquery()
+
+    first = least() if low is None else least(table.bucket >= low)
+    buckets = sa.select(first.label("bucket")).cte("staged_buckets", recursive=True)
+    following = least(table.bucket > buckets.c.bucket)
+    return buckets.union_all(sa.select(following).where(buckets.c.bucket.is_not(None)))
+
+
 def _square(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     """``value²`` as IEEE arithmetic has it: PostgreSQL raises on float underflow and
     overflow instead of giving 0 and infinity, and one such sample would fail a query."""
@@ -1397,56 +1471,69 @@ class _StatisticsReader:
             self._series_labels = {row[0]: self._label(tuple(row[1:])) for row in rows}
         return self._series_labels
 
-    def read_rollups(self, piece: rollups.Piece, distinct_of: list[str]) -> None:
+    def _rollup_rows(self, piece: rollups.Piece) -> sa.Subquery:
+        """The asked series' rollup rows in ``piece``: stored, and on SQLite staged too."""
         seconds, low, high = piece
-        table = tables.rollups.c
-        conditions = [table.series_id.in_(self._series()), table.granularity == seconds]
-        if low is not None:
-            conditions.append(table.bucket >= low)
-        if high is not None:
-            conditions.append(table.bucket < high)
-        if seconds == self.period and not distinct_of:
+        selects = []
+        for rollup_table in self.store._rollup_tables:
+            table = rollup_table.c
+            source: sa.FromClause = rollup_table
+            conditions: list[sa.ColumnElement[bool]] = [table.series_id.in_(self._series())]
+            if rollup_table is tables.rollups_recent:
+                # Keyed by time, the staged rows of a piece are every series' rows:
+                # look up the asked series' rows in each staged bucket instead.
+                buckets = _staged_buckets(seconds, low, high)
+                source = sa.join(
+                    buckets,
+                    rollup_table,
+                    sa.and_(table.granularity == seconds, table.bucket == buckets.c.bucket),
+                )
+            else:
+                conditions.append(table.granularity == seconds)
+                if low is not None:
+                    conditions.append(table.bucket >= low)
+                if high is not None:
+                    conditions.append(table.bucket < high)
+            selects.append(
+                sa.select(*(table[name] for name in _READ_ROLLUP_COLUMNS))
+                .select_from(source)
+                .where(*conditions)
+            )
+        # One statement either way: a query's pieces are few, its round trips count.
+        return (selects[0] if len(selects) == 1 else sa.union_all(*selects)).subquery()
+
+    def read_rollups(self, piece: rollups.Piece, distinct_of: list[str]) -> None:
+        rows = self._rollup_rows(piece)
+        if piece[0] == self.period and not distinct_of:
             series_labels = self._label_of_series()
             if len(series_labels) == len(self.labels):
                 # Each bucket is a whole period and each series its own statistic:
                 # grouping in SQL would merge nothing, so the rows are read as they lie.
-                self._read_buckets(conditions, series_labels)
+                self._read_buckets(rows, series_labels)
                 return
         self._collect(
-            tables.rollups.join(tables.series, tables.series.c.id == table.series_id),
-            conditions,
-            self._index(table.bucket),
+            rows.join(tables.series, tables.series.c.id == rows.c.series_id),
+            [],
+            self._index(rows.c.bucket),
             (
-                sa.func.sum(table.n),
-                sa.func.sum(table.total),
-                sa.func.min(table.low),
-                sa.func.max(table.high),
-                sa.func.sum(table.squares),
-                sa.func.min(table.first_at),
-                sa.func.max(table.last_at),
+                sa.func.sum(rows.c.n),
+                sa.func.sum(rows.c.total),
+                sa.func.min(rows.c.low),
+                sa.func.max(rows.c.high),
+                sa.func.sum(rows.c.squares),
+                sa.func.min(rows.c.first_at),
+                sa.func.max(rows.c.last_at),
             ),
             distinct_of,
         )
 
-    def _read_buckets(
-        self, conditions: list[sa.ColumnElement[bool]], series_labels: dict[int, int]
-    ) -> None:
-        table = tables.rollups.c
-        stmt = sa.select(
-            table.series_id,
-            table.bucket,
-            table.n,
-            table.total,
-            table.low,
-            table.high,
-            table.squares,
-            table.first_at,
-            table.last_at,
-        ).where(*conditions)
+    def _read_buckets(self, rows: sa.Subquery, series_labels: dict[int, int]) -> None:
+        stmt = sa.select(*(rows.c[name] for name in _READ_ROLLUP_COLUMNS))
         start, width = self.start, cast("int", self.period) * 1_000_000
         partials = self.partials
-        rows = _fetch_numbers(self.conn, stmt)
-        for series_id, bucket, n, total, low, high, squares, first, last in rows:
+        for series_id, bucket, n, total, low, high, squares, first, last in _fetch_numbers(
+            self.conn, stmt
+        ):
             key = ((bucket - start) // width, series_labels[series_id])
             found = partials.get(key)
             if found is None:
@@ -1615,6 +1702,18 @@ _ROLLUP_COLUMNS: Final = (
     "first_value",
     "last_at",
     "last_value",
+)
+#: What statistics read of a rollup row, in this order.
+_READ_ROLLUP_COLUMNS: Final = (
+    "series_id",
+    "bucket",
+    "n",
+    "total",
+    "low",
+    "high",
+    "squares",
+    "first_at",
+    "last_at",
 )
 #: PostgreSQL binary COPY types of the rollup columns, in _ROLLUP_COLUMNS order.
 _ROLLUP_TYPES: Final = [

@@ -539,7 +539,7 @@ class StoreContract:
         assert (empty.samples, empty.resources, empty.dead_letters) == (0, 0, 0)
         assert empty.last_sample_timestamp is None
         assert empty.last_recorded_at is None
-        assert empty.schema_revision == "0003"
+        assert empty.schema_revision == "0004"
 
         before = datetime.now(UTC)
         store.write_batch(
@@ -556,7 +556,7 @@ class StoreContract:
 
     def test_upgrade_twice_is_harmless(self, store: SQLStore) -> None:
         store.upgrade()
-        assert store.status().schema_revision == "0003"
+        assert store.status().schema_revision == "0004"
 
     def test_migration_builds_exactly_the_schema(self, store: SQLStore) -> None:
         with store.engine.connect() as conn:
@@ -571,9 +571,9 @@ class StoreContract:
         try:
             status = bare.status()
             assert (status.samples, status.schema_revision) == (0, None)
-            assert bare.schema_revisions() == (None, "0003")
+            assert bare.schema_revisions() == (None, "0004")
             bare.upgrade()
-            assert bare.status().schema_revision == "0003"
+            assert bare.status().schema_revision == "0004"
             bare.upgrade()  # nothing left to do
         finally:
             bare.close()

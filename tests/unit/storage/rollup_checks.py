@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from nephoscope.counter import Counter
 from nephoscope.storage.base import SampleFilter, Statistic
-from nephoscope.storage.sql import SQLStore
+from nephoscope.storage.sql import ROLLUP_MOVE_EVERY, SQLStore
 
 #: Levels the property tests keep: fine, middle, coarse, and one that aligns with nothing
 #: the others do; all kept for ever, so that "now" plays no part.
@@ -37,6 +37,8 @@ class History:
     meter: str
     counters: list[Counter]
     batches: list[list[Counter]]
+    #: SQLStore.rollup_move_every while it is written: staged rows moved mid-history.
+    move_every: int
 
 
 @st.composite
@@ -75,7 +77,8 @@ def histories(draw: st.DrawFn) -> History:
     batches = [list(order[a:b]) for a, b in itertools.pairwise([0, *cuts, size]) if b > a]
     # Redeliveries: a batch written again, alone or with new samples beside it.
     again = draw(st.lists(st.sampled_from(batches), max_size=2)) if batches else []
-    return History(meter, counters, batches + again)
+    move_every = draw(st.sampled_from([1, 2, 3, ROLLUP_MOVE_EVERY]))
+    return History(meter, counters, batches + again, move_every)
 
 
 def _moment(draw: st.DrawFn) -> datetime | None:
@@ -163,6 +166,7 @@ def assert_same(planned: list[Statistic], raw: list[Statistic], scale: float) ->
 
 def check_history(store: SQLStore, history: History, ask: Ask) -> None:
     """Write ``history`` and compare ``ask`` answered by the planner and by a raw scan."""
+    store.rollup_move_every = history.move_every
     for batch in history.batches:
         store.write_batch(batch)
     planned = store.statistics(ask.query, ask.period, ask.groupby, ask.aggregates)

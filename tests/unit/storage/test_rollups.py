@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.unit.storage.rollup_checks import (
@@ -53,8 +54,10 @@ def store(tmp_path: Path) -> Iterator[SQLStore]:
 
 
 def rollup_rows(store: SQLStore, granularity: int) -> list[tuple[Any, ...]]:
+    """The rollups of ``granularity``, once the staged rows are moved in."""
     table = schema.rollups.c
-    with store.engine.connect() as conn:
+    with store.engine.begin() as conn:
+        store._move_staged(conn)
         return [
             tuple(row)
             for row in conn.execute(
@@ -157,6 +160,8 @@ def test_duplicates_never_count_twice(store: SQLStore) -> None:
 
 
 def test_late_samples_update_the_right_buckets(store: SQLStore) -> None:
+    # Every other batch moves staged rows: later ones merge with moved ones.
+    store.rollup_move_every = 2
     store.write_batch([counter(5.0, BASE + timedelta(minutes=30))])
     store.write_batch([counter(1.0, BASE + timedelta(minutes=29, seconds=59))])
     store.write_batch([counter(9.0, BASE + timedelta(minutes=30, seconds=1))])
@@ -210,7 +215,8 @@ def rollup_selects(store: SQLStore, ask: Any) -> tuple[Any, list[str]]:
     seen: list[str] = []
 
     def spy(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().startswith("SELECT") and "FROM rollups" in statement:
+        # Staged rows are read under a WITH of the buckets they are in.
+        if statement.lstrip().startswith(("SELECT", "WITH")) and "FROM rollups" in statement:
             seen.append(statement)
 
     sa.event.listen(store.engine, "before_cursor_execute", spy)
@@ -311,3 +317,119 @@ def test_raw_samples_expire_while_rollups_stay(tmp_path: Path) -> None:
     stats = store.statistics(SampleFilter(meter="cpu", since=start, until=now), 3600)
     assert sum(s.count for s in stats) == 40  # the hours remember what raw samples forgot
     store.close()
+
+
+# -- staged rollups (SQLite) -----------------------------------------------------------------
+
+
+def staged_count(store: SQLStore) -> int:
+    with store.engine.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(schema.rollups_recent)).scalar_one()
+        )
+
+
+def stored_count(store: SQLStore) -> int:
+    with store.engine.connect() as conn:
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(schema.rollups)).scalar_one()
+        )
+
+
+def test_rollups_are_staged_and_moved_every_few_batches(store: SQLStore) -> None:
+    store.rollup_move_every = 3
+    samples = [counter(float(i), BASE + timedelta(minutes=10 * i)) for i in range(12)]
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=2))
+    want = store.statistics(query, 3600, rollups=False)
+    seen = []
+    for batch in range(4):
+        store.write_batch(samples[3 * batch : 3 * batch + 3])
+        seen.append((stored_count(store) > 0, staged_count(store) > 0))
+        # Staged, moved or both: the same answer as the raw samples give.
+        got = store.statistics(query, 3600)
+        want = store.statistics(query, 3600, rollups=False)
+        assert [(s.count, s.sum) for s in got] == [(s.count, s.sum) for s in want]
+    # Batch ids start at 1: the third batch moved what the first three staged.
+    assert seen == [(False, True), (False, True), (True, False), (True, True)]
+
+
+def test_staged_rows_are_looked_up_by_bucket_not_scanned(store: SQLStore) -> None:
+    store.rollup_move_every = 1000
+    store.write_batch(
+        [counter(1.0, BASE + timedelta(minutes=7 * i), resource=f"r{i % 5}") for i in range(100)]
+    )
+    query = SampleFilter(
+        meter="cpu", resource_id="r1", since=BASE, until=BASE + timedelta(hours=12)
+    )
+    seen: list[tuple[str, Any]] = []
+
+    def spy(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM rollups_recent" in statement:
+            seen.append((statement, parameters))
+
+    sa.event.listen(store.engine, "before_cursor_execute", spy)
+    try:
+        assert sum(s.count for s in store.statistics(query, 3600)) == 20
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", spy)
+    ((statement, parameters),) = seen
+    with store.engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+    details = [row[-1] for row in plan]
+    # A staged piece costs a seek per staged bucket and a lookup per asked series in
+    # each, however many other series' rows are staged beside them.
+    lookup = "SEARCH rollups_recent USING PRIMARY KEY (granularity=? AND bucket=? AND series_id=?)"
+    assert lookup in details, details
+    assert not any(detail.startswith("SCAN rollups_recent") for detail in details), details
+
+
+def test_a_policy_change_and_expiry_take_staged_rows_along(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    path = tmp_path / "staged.db"
+    policy = {"default": [{"granularity": "1m", "timespan": "1d"}, {"granularity": "1h"}]}
+    store = make_store(path, policy)
+    store.rollup_move_every = 1000
+    old = [counter(1.0, now - timedelta(days=3, minutes=i)) for i in range(30)]
+    recent = [counter(2.0, now - timedelta(minutes=5 + i)) for i in range(10)]
+    store.write_batch(old + recent)
+    assert stored_count(store) == 0 and staged_count(store) > 0
+    store.expire(now)
+    # Expiry moved the staged rows first, then dropped the old minutes from rollups.
+    assert staged_count(store) == 0
+    store.close()
+
+    store = make_store(path, {"default": [{"granularity": "1h"}]})  # drops the minutes
+    assert rollup_rows(store, 60) == []
+    assert sum(row[1] for row in rollup_rows(store, 3600)) == 40
+    store.rollup_move_every = 1000
+    store.write_batch([counter(3.0, now - timedelta(minutes=1))])
+    store.close()
+    store = make_store(path, {"default": [{"granularity": "1h"}, {"granularity": "1d"}]})
+    # Rebuilt from raw samples and moved; the staged hour merged with the stored one.
+    assert staged_count(store) == 0
+    assert sum(row[1] for row in rollup_rows(store, 3600)) == 41
+    assert sum(row[1] for row in rollup_rows(store, 86400)) == 41
+    store.close()
+
+
+def test_downgrading_past_the_staging_table_keeps_its_rows(store: SQLStore) -> None:
+    store.rollup_move_every = 1000
+    store.write_batch([counter(float(i), BASE + timedelta(minutes=i)) for i in range(90)])
+    store.rollup_move_every = 1
+    store.write_batch([counter(100.0, BASE + timedelta(minutes=30, seconds=30))])
+    store.rollup_move_every = 1000
+    store.write_batch([counter(200.0, BASE + timedelta(minutes=45, seconds=30))])
+    assert stored_count(store) > 0 and staged_count(store) > 0
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=2))
+    want = [(s.count, s.sum) for s in store.statistics(query, 3600, rollups=False)]
+    config = store._alembic_config()
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0003")
+    with store.engine.connect() as conn:
+        hours = conn.execute(
+            sa.select(schema.rollups.c.n, schema.rollups.c.total)
+            .where(schema.rollups.c.granularity == 3600)
+            .order_by(schema.rollups.c.bucket)
+        ).all()
+    assert [tuple(row) for row in hours] == want == [(62, sum(range(60)) + 300.0), (30, 2235.0)]
