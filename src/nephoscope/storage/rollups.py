@@ -27,6 +27,7 @@ __all__ = [
     "Row",
     "Window",
     "accumulate",
+    "derivations",
     "format_granularities",
     "merge",
     "parse_granularities",
@@ -148,6 +149,26 @@ def _level_rows(
             values[ends].tolist(),
         )
     )
+
+
+def derivations(granularities: Iterable[int]) -> dict[int, int]:
+    """The levels a staging writer derives instead of writing: level -> the level
+    whose rows it is summed from.
+
+    A level derives from the coarsest finer level that divides it, unless that is
+    the finest level: a level holds about a row per series and bucket, and the
+    finest holds nearly a row per sample, too many to sum from or to read in a
+    coarse level's stead. Chains end at a level that is written: with 1 minute,
+    1 hour, 1 day and 1 week, the day and the week derive from the hour.
+    """
+    levels = sorted(set(granularities))
+    derived: dict[int, int] = {}
+    for index, seconds in enumerate(levels[2:], start=2):
+        divisors = [finer for finer in levels[1:index] if seconds % finer == 0]
+        if divisors:
+            source = divisors[-1]
+            derived[seconds] = derived.get(source, source)
+    return derived
 
 
 def format_granularities(seconds: Iterable[int]) -> str:

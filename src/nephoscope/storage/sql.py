@@ -8,6 +8,7 @@ on every sample resolved from in-process caches instead of queries.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -109,8 +110,8 @@ SQLITE_PRAGMAS: Final = (
 )
 #: SQLite moves staged rollup rows into ``rollups`` in each batch whose id is a
 #: multiple of this. More batches between moves spread the cost of the pages a
-#: move dirties (about one per series and level) thinner; fewer keep the staging
-#: table, which statistics scan by time, small.
+#: move dirties (about one per series and level) thinner, and make each move a
+#: longer pause of one batch; 16 measured within 1% of ingest throughput of 64.
 ROLLUP_MOVE_EVERY: Final = 16
 #: Series and metadata ids remembered per store; past this the oldest are forgotten.
 CACHE_LIMIT: Final = 100_000
@@ -286,7 +287,7 @@ class SQLStore:
         self.rollup_move_every = ROLLUP_MOVE_EVERY
         if not self._stages_rollups:
             self._move_rollups = str(
-                self._merge_rollups(tables.rollups, _INCOMING_ROLLUPS).compile(
+                self._merge_rollups(tables.rollups, _in_key_order(_INCOMING_ROLLUPS)).compile(
                     dialect=self.engine.dialect
                 )
             )
@@ -298,7 +299,9 @@ class SQLStore:
                 tables.rollups_recent,
                 _ROLLUP_COLUMNS,
             )
-            self._move_staged_rollups = self._merge_rollups(tables.rollups, tables.rollups_recent)
+            self._move_staged_rollups = self._merge_rollups(
+                tables.rollups, _in_key_order(tables.rollups_recent)
+            )
 
     # -- schema -------------------------------------------------------------------------
 
@@ -417,6 +420,9 @@ class SQLStore:
                 [levels] * len(points),
             )
             self._write_rollups(conn, acc)
+        # Every level was written here, derived ones too: moved as they are. (Nothing
+        # else was staged: _apply_archive_policy moved that first.)
+        self._move_staged(conn, derive=False)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -530,7 +536,7 @@ class SQLStore:
         # A bucket that expiry may delete already is not worth writing (a backfill
         # of last month need not fill the 1-minute level kept a day).
         now = time.time_ns() // 1000
-        levels = {name: self._levels_from(name, seconds, now) for name, seconds in kept.items()}
+        levels = {name: self._ingest_levels(name, seconds, now) for name, seconds in kept.items()}
         acc = rollups.accumulate(
             [row[3] for row in rows],
             [row[0] for row in rows],
@@ -571,6 +577,29 @@ class SQLStore:
                     copy.write_row(row)
             cursor.execute(self._move_rollups)
             cursor.execute("TRUNCATE incoming_rollups")
+
+    def _ingest_levels(
+        self, name: str, granularities: tuple[int, ...], now: int
+    ) -> tuple[rollups.Level, ...]:
+        """The levels a batch writes for meter ``name``: every level, but where rows
+        are staged, only the levels no other derives from (rollups.derivations);
+        moving staged rows sums them up into the derived levels. A derived level's
+        rows would be rewritten by every batch that touches its series, and a day's
+        row holds a day of batches. A written level then keeps the buckets its
+        derived levels need too."""
+        levels = self._levels_from(name, granularities, now)
+        if not self._stages_rollups:
+            return levels
+        derived = rollups.derivations(granularities)
+        if not derived:
+            return levels
+        earliest = dict(levels)
+        for seconds, source in derived.items():
+            mine, theirs = earliest[source], earliest[seconds]
+            earliest[source] = None if mine is None or theirs is None else min(mine, theirs)
+        return tuple(
+            (seconds, earliest[seconds]) for seconds, _ in levels if seconds not in derived
+        )
 
     def _levels_from(
         self, name: str, granularities: tuple[int, ...], now: int
@@ -617,29 +646,43 @@ class SQLStore:
                     known[name] = new[name] = rollups.parse_granularities(text)
         return cast("dict[str, tuple[int, ...]]", known)
 
-    def _move_staged(self, conn: sa.Connection) -> None:
-        """Move the rollup rows staged on SQLite into ``rollups``."""
+    def _move_staged(self, conn: sa.Connection, derive: bool = True) -> None:
+        """Move the rollup rows staged on SQLite into ``rollups``, and unless told
+        not to, add them to the levels that derive from them (see _ingest_levels)."""
         if not self._stages_rollups:
             return
+        if derive:
+            self._derive_staged(conn)
         conn.execute(self._move_staged_rollups)
         # No WHERE: SQLite drops the table's pages at once instead of row by row.
         conn.execute(tables.rollups_recent.delete())
 
-    def _merge_rollups(self, table: sa.Table, source: sa.Table | None = None) -> Any:
+    def _derive_staged(self, conn: sa.Connection) -> None:
+        """Sum the staged rows up into the levels derived from them, into ``rollups``."""
+        meters = conn.execute(
+            sa.select(tables.rollup_meters.c.name, tables.rollup_meters.c.granularities)
+        ).all()
+        by_derivation: dict[tuple[tuple[int, int], ...], list[str]] = {}
+        for name, text in meters:
+            derived = rollups.derivations(rollups.parse_granularities(text))
+            if derived:
+                by_derivation.setdefault(tuple(sorted(derived.items())), []).append(name)
+        for pairs, names in by_derivation.items():
+            series = None
+            if len(names) < len(meters):
+                series = sa.select(tables.series.c.id).where(tables.series.c.name.in_(names))
+            for seconds, source in pairs:
+                conn.execute(
+                    self._merge_rollups(tables.rollups, _summed_up(source, seconds, series))
+                )
+
+    def _merge_rollups(self, table: sa.Table, rows: sa.Select[Any] | None = None) -> Any:
         """INSERT into ``table`` ... ON CONFLICT merging new partial aggregates into
-        stored ones: of bound rows, or of all ``source``'s rows in ``table``'s key order."""
+        stored ones: of bound rows, or of ``rows`` (in ``_ROLLUP_COLUMNS`` order)."""
         insert = self._insert(table)
-        if source is not None:
-            key = [source.c[column.name] for column in table.primary_key.columns]
-            insert = insert.from_select(
-                _ROLLUP_COLUMNS,
-                sa.select(*(source.c[name] for name in _ROLLUP_COLUMNS))
-                # SQLite needs a WHERE to tell ON CONFLICT from a join's ON.
-                .where(sa.true())
-                # Key order: sequential writes, and on PostgreSQL concurrent writers
-                # lock rollup rows in one order.
-                .order_by(*key),
-            )
+        if rows is not None:
+            # SQLite needs a WHERE to tell ON CONFLICT from a join's ON.
+            insert = insert.from_select(_ROLLUP_COLUMNS, rows.where(sa.true()))
         new, old = insert.excluded, table.c
         earlier = new.first_at < old.first_at
         # On equal times the later write is the newer, as _upsert_resources counts it.
@@ -1073,12 +1116,20 @@ class SQLStore:
                     return []
                 start = first
             plan = _plan(levels, since, until, start, period)
-            reader = _StatisticsReader(self, conn, query, start, period, group_columns)
+            reader = _StatisticsReader(
+                self, conn, query, start, period, group_columns, self._staged_as(levels)
+            )
             for piece in plan.pieces:
                 reader.read_rollups(piece, distinct_of)
             for window in plan.raw:
                 reader.read_samples(window, distinct_of)
         return _statistics(reader, groupby, wanted, start, period)
+
+    def _staged_as(self, levels: list[tuple[int, int | None]]) -> dict[int, int]:
+        """Granularity -> the granularity its staged rows have (see _ingest_levels)."""
+        if not self._stages_rollups:
+            return {}
+        return rollups.derivations(seconds for seconds, _ in levels)
 
     def _rollup_levels(self, conn: sa.Connection, meter: str) -> list[tuple[int, int | None]]:
         """(granularity s, timespan µs) of the rollups held for ``meter`` and trusted now."""
@@ -1124,12 +1175,15 @@ class SQLStore:
         firsts = []
         for rollup_table in self._rollup_tables:
             table = rollup_table.c
+            granularity = coarsest
+            if rollup_table is tables.rollups_recent:
+                granularity = self._staged_as(levels).get(coarsest, coarsest)
             stmt = (
                 sa.select(sa.func.min(table.first_at))
                 .select_from(
                     rollup_table.join(tables.series, tables.series.c.id == table.series_id)
                 )
-                .where(*_series_conditions(query), table.granularity == coarsest)
+                .where(*_series_conditions(query), table.granularity == granularity)
             )
             if query.until is not None:
                 # The earliest first_at is the first sample ever: if it lies before the
@@ -1354,16 +1408,19 @@ class SQLStore:
         return self.url.render_as_string(hide_password=True)
 
 
-def _fetch_numbers(conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
-    """The rows of ``stmt``, whose columns are plain integers and floats.
+def _fetch_numbers(
+    conn: sa.Connection, stmt: _Rows, values: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """The rows of ``stmt`` (with ``values`` for its bound parameters), whose columns
+    are plain integers and floats.
 
     On PostgreSQL they come in binary: thousands of rows of floats parse in half
     the time, and the columns need none of SQLAlchemy's result processing.
     """
     if conn.dialect.name != "postgresql":
-        return list(conn.execute(stmt).all())
+        return list(conn.execute(stmt, values).all())
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    sql, params = str(compiled), compiled.params
+    sql, params = str(compiled), compiled.construct_params(values)
     driver = conn.connection.driver_connection
     assert driver is not None
     error = conn.dialect.loaded_dbapi.Error
@@ -1376,19 +1433,104 @@ def _fetch_numbers(conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
         raise sa.exc.DBAPIError.instance(sql, params, exc, error, dialect=conn.dialect) from exc
 
 
-def _staged_buckets(seconds: int, low: int | None, high: int | None) -> sa.CTE:
-    """The distinct buckets of ``rollups_recent`` rows of granularity ``seconds`` in
-    [``low``, ``high``), found by one key seek each (a loose index scan), and a NULL."""
+def _in_key_order(source: sa.Table) -> sa.Select[Any]:
+    """All of ``source``'s rollup rows, in ``rollups``' key order: sequential writes,
+    and on PostgreSQL, concurrent writers lock rollup rows in one order."""
+    return sa.select(*(source.c[name] for name in _ROLLUP_COLUMNS)).order_by(
+        *(source.c[column.name] for column in tables.rollups.primary_key.columns)
+    )
+
+
+def _floor(value: sa.ColumnElement[int], width: int) -> sa.ColumnElement[int]:
+    """``value`` rounded down to a multiple of ``width``, negative values too (SQL's %
+    takes the sign of the dividend)."""
+    return value - (value % width + width) % width
+
+
+def _summed_up(source: int, seconds: int, series: sa.Select[Any] | None) -> sa.Select[Any]:
+    """Rollup rows of granularity ``seconds`` summed from the staged rows of the finer
+    granularity ``source`` (of ``series`` only, if given), in ``rollups``' key order."""
+    staged = tables.rollups_recent.c
+    bucket = _floor(staged.bucket, seconds * 1_000_000).label("bucket")
+    conditions = [staged.granularity == source]
+    if series is not None:
+        conditions.append(staged.series_id.in_(series))
+    sums = (
+        sa.select(
+            staged.series_id,
+            bucket,
+            sa.func.sum(staged.n).label("n"),
+            sa.func.sum(staged.total).label("total"),
+            sa.func.min(staged.low).label("low"),
+            sa.func.max(staged.high).label("high"),
+            sa.func.sum(staged.squares).label("squares"),
+            sa.func.min(staged.first_at).label("first_at"),
+            sa.func.max(staged.last_at).label("last_at"),
+        )
+        .where(*conditions)
+        .group_by(staged.series_id, bucket)
+        .subquery()
+    )
+    # The first and last values are those of the staged rows holding the first and
+    # last times: each lies in its own bucket, so a key lookup finds it.
+    first, last = tables.rollups_recent.alias("first"), tables.rollups_recent.alias("last")
+    width = source * 1_000_000
+
+    def holding(row: Any, stamp: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            row.c.granularity == source,
+            row.c.bucket == _floor(stamp, width),
+            row.c.series_id == sums.c.series_id,
+        )
+
+    return (
+        sa.select(
+            sums.c.series_id,
+            sa.literal(seconds),
+            sums.c.bucket,
+            sums.c.n,
+            sums.c.total,
+            sums.c.low,
+            sums.c.high,
+            sums.c.squares,
+            sums.c.first_at,
+            first.c.first_value,
+            sums.c.last_at,
+            last.c.last_value,
+        )
+        .select_from(
+            sums.join(first, holding(first, sums.c.first_at)).join(
+                last, holding(last, sums.c.last_at)
+            )
+        )
+        .order_by(sums.c.series_id, sums.c.bucket)
+    )
+
+
+#: Rows a statement reads: a SELECT, or on SQLite a UNION ALL of two.
+_Rows = sa.Select[Any] | sa.CompoundSelect[Any]
+#: Parameters of the staged part of a rollup read: granularity and bucket range.
+_STAGED_GRANULARITY: Final = sa.bindparam("staged_granularity", type_=sa.Integer())
+_STAGED_LOW: Final = sa.bindparam("staged_low", type_=sa.BigInteger())
+_STAGED_HIGH: Final = sa.bindparam("staged_high", type_=sa.BigInteger())
+
+
+@functools.cache
+def _staged_buckets(bounded_below: bool, bounded_above: bool) -> sa.CTE:
+    """The distinct buckets of ``rollups_recent`` rows of granularity
+    ``staged_granularity`` in [``staged_low``, ``staged_high``), found by one key
+    seek each (a loose index scan), and a NULL. Built once per kind of range: its
+    values are bound at execution."""
     table = tables.rollups_recent.c
 
     def least(*above: sa.ColumnElement[bool]) -> sa.ScalarSelect[Any]:
         # One lower bound only: SQLite seeks to it, and min() stops at the first row.
-        in_range = [table.granularity == seconds, *above]
-        if high is not None:
-            in_range.append(table.bucket < high)
+        in_range = [table.granularity == _STAGED_GRANULARITY, *above]
+        if bounded_above:
+            in_range.append(table.bucket < _STAGED_HIGH)
         return sa.select(sa.func.min(table.bucket)).where(*in_range).scalar_subquery()
 
-    first = least() if low is None else least(table.bucket >= low)
+    first = least(table.bucket >= _STAGED_LOW) if bounded_below else least()
     buckets = sa.select(first.label("bucket")).cte("staged_buckets", recursive=True)
     following = least(table.bucket > buckets.c.bucket)
     return buckets.union_all(sa.select(following).where(buckets.c.bucket.is_not(None)))
@@ -1432,6 +1574,7 @@ class _StatisticsReader:
         start: int,
         period: int | None,
         group_columns: list[sa.ColumnElement[Any]],
+        staged_as: dict[int, int],
     ) -> None:
         self.store = store
         self.conn = conn
@@ -1439,6 +1582,8 @@ class _StatisticsReader:
         self.start = start
         self.period = period
         self.group_columns = group_columns
+        #: Granularity -> the granularity of the staged rows that hold its data.
+        self.staged_as = staged_as
         #: (unit, *group values) -> label id, in order of first sight.
         self.labels: dict[tuple[Any, ...], int] = {}
         self.partials: dict[_StatKey, rollups.Partial] = {}
@@ -1471,22 +1616,35 @@ class _StatisticsReader:
             self._series_labels = {row[0]: self._label(tuple(row[1:])) for row in rows}
         return self._series_labels
 
-    def _rollup_rows(self, piece: rollups.Piece) -> sa.Subquery:
-        """The asked series' rollup rows in ``piece``: stored, and on SQLite staged too."""
+    def _rollup_rows(self, piece: rollups.Piece) -> tuple[_Rows, dict[str, int | None]]:
+        """The asked series' rollup rows in ``piece`` (stored, and on SQLite staged
+        too), in ``_READ_ROLLUP_COLUMNS``, and the values of the staged part's
+        parameters."""
         seconds, low, high = piece
         selects = []
+        params: dict[str, int | None] = {}
         for rollup_table in self.store._rollup_tables:
             table = rollup_table.c
             source: sa.FromClause = rollup_table
             conditions: list[sa.ColumnElement[bool]] = [table.series_id.in_(self._series())]
             if rollup_table is tables.rollups_recent:
                 # Keyed by time, the staged rows of a piece are every series' rows:
-                # look up the asked series' rows in each staged bucket instead.
-                buckets = _staged_buckets(seconds, low, high)
+                # look up the asked series' rows in each staged bucket instead. A
+                # derived level's are its source level's rows, which nest in its
+                # buckets, and so in the piece.
+                params = {
+                    _STAGED_GRANULARITY.key: self.staged_as.get(seconds, seconds),
+                    _STAGED_LOW.key: low,
+                    _STAGED_HIGH.key: high,
+                }
+                buckets = _staged_buckets(low is not None, high is not None)
                 source = sa.join(
                     buckets,
                     rollup_table,
-                    sa.and_(table.granularity == seconds, table.bucket == buckets.c.bucket),
+                    sa.and_(
+                        table.granularity == _STAGED_GRANULARITY,
+                        table.bucket == buckets.c.bucket,
+                    ),
                 )
             else:
                 conditions.append(table.granularity == seconds)
@@ -1500,17 +1658,18 @@ class _StatisticsReader:
                 .where(*conditions)
             )
         # One statement either way: a query's pieces are few, its round trips count.
-        return (selects[0] if len(selects) == 1 else sa.union_all(*selects)).subquery()
+        return (selects[0] if len(selects) == 1 else sa.union_all(*selects)), params
 
     def read_rollups(self, piece: rollups.Piece, distinct_of: list[str]) -> None:
-        rows = self._rollup_rows(piece)
+        stmt, params = self._rollup_rows(piece)
         if piece[0] == self.period and not distinct_of:
             series_labels = self._label_of_series()
             if len(series_labels) == len(self.labels):
                 # Each bucket is a whole period and each series its own statistic:
                 # grouping in SQL would merge nothing, so the rows are read as they lie.
-                self._read_buckets(rows, series_labels)
+                self._read_buckets(stmt, params, series_labels)
                 return
+        rows = stmt.subquery()
         self._collect(
             rows.join(tables.series, tables.series.c.id == rows.c.series_id),
             [],
@@ -1525,14 +1684,16 @@ class _StatisticsReader:
                 sa.func.max(rows.c.last_at),
             ),
             distinct_of,
+            params,
         )
 
-    def _read_buckets(self, rows: sa.Subquery, series_labels: dict[int, int]) -> None:
-        stmt = sa.select(*(rows.c[name] for name in _READ_ROLLUP_COLUMNS))
+    def _read_buckets(
+        self, stmt: _Rows, params: dict[str, int | None], series_labels: dict[int, int]
+    ) -> None:
         start, width = self.start, cast("int", self.period) * 1_000_000
         partials = self.partials
         for series_id, bucket, n, total, low, high, squares, first, last in _fetch_numbers(
-            self.conn, stmt
+            self.conn, stmt, params
         ):
             key = ((bucket - start) // width, series_labels[series_id])
             found = partials.get(key)
@@ -1586,11 +1747,12 @@ class _StatisticsReader:
         index: sa.ColumnElement[Any],
         aggregates: tuple[sa.ColumnElement[Any], ...],
         distinct_of: list[str],
+        params: Mapping[str, Any] | None = None,
     ) -> None:
         keys = [tables.series.c.unit, index, *self.group_columns]
         width = len(keys)
         stmt = sa.select(*keys, *aggregates).select_from(source).where(*conditions)
-        for row in self.conn.execute(stmt.group_by(*keys)).all():
+        for row in self.conn.execute(stmt.group_by(*keys), params).all():
             n, total, low, high, squares, first, last = row[width:]
             if not n:
                 continue
@@ -1605,7 +1767,7 @@ class _StatisticsReader:
             column = tables.series.c[param]
             values = self.distinct.setdefault(param, {})
             stmt = sa.select(*keys, column).select_from(source).where(*conditions)
-            for row in self.conn.execute(stmt.group_by(*keys, column)).all():
+            for row in self.conn.execute(stmt.group_by(*keys, column), params).all():
                 key = (int(row[1]), self._label((row[0], *row[2:width])))
                 seen = values.setdefault(key, set())
                 if row[width] is not None:
@@ -1703,17 +1865,9 @@ _ROLLUP_COLUMNS: Final = (
     "last_at",
     "last_value",
 )
-#: What statistics read of a rollup row, in this order.
-_READ_ROLLUP_COLUMNS: Final = (
-    "series_id",
-    "bucket",
-    "n",
-    "total",
-    "low",
-    "high",
-    "squares",
-    "first_at",
-    "last_at",
+#: What statistics read of a rollup row: series id, bucket, then the aggregates.
+_READ_ROLLUP_COLUMNS: Final = tuple(
+    name for name in _ROLLUP_COLUMNS if name not in ("granularity", "first_value", "last_value")
 )
 #: PostgreSQL binary COPY types of the rollup columns, in _ROLLUP_COLUMNS order.
 _ROLLUP_TYPES: Final = [

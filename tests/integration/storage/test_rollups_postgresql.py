@@ -94,10 +94,10 @@ def test_statistics_read_rollups_from_the_key_index_alone(
     reads: list[tuple[str, Any]] = []
     fetch = sql._fetch_numbers
 
-    def spy(conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
+    def spy(conn: sa.Connection, stmt: sa.Select[Any], values: Any = None) -> list[Any]:
         compiled = stmt.compile(dialect=conn.dialect)
-        reads.append((str(compiled), compiled.params))
-        return fetch(conn, stmt)
+        reads.append((str(compiled), compiled.construct_params(values)))
+        return fetch(conn, stmt, values)
 
     monkeypatch.setattr(sql, "_fetch_numbers", spy)
     query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=30))
@@ -124,9 +124,9 @@ def test_statistics_read_one_snapshot(store: SQLStore, monkeypatch: pytest.Monke
     levels: list[str] = []
     fetch = sql._fetch_numbers
 
-    def spy(conn: sa.Connection, stmt: sa.Select[Any]) -> list[Any]:
+    def spy(conn: sa.Connection, stmt: sa.Select[Any], values: Any = None) -> list[Any]:
         levels.append(conn.exec_driver_sql("SHOW transaction_isolation").scalar_one())
-        return fetch(conn, stmt)
+        return fetch(conn, stmt, values)
 
     monkeypatch.setattr(sql, "_fetch_numbers", spy)
     query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=2))

@@ -29,7 +29,7 @@ from tests.unit.storage.rollup_checks import (
 from nephoscope.config import StoreSettings
 from nephoscope.storage import open_store, schema
 from nephoscope.storage.base import SampleFilter
-from nephoscope.storage.rollups import Plan, accumulate, merge, plan
+from nephoscope.storage.rollups import Plan, accumulate, derivations, merge, plan
 from nephoscope.storage.sql import SQLStore
 
 US = 1_000_000
@@ -139,6 +139,25 @@ def test_accumulate_keeps_each_meters_own_levels() -> None:
 def test_accumulate_skips_buckets_expiry_would_delete() -> None:
     rows = accumulate([1, 1], [0, 120 * US], [1.0, 2.0], [((60, 100 * US), (3600, None))] * 2)
     assert sorted(row[:4] for row in rows) == [(1, 60, 120 * US, 1), (1, 3600, 0, 2)]
+
+
+def test_accumulate_keeps_arrival_order_among_equal_times() -> None:
+    rows = accumulate([1, 1, 1], [5 * US, 5 * US, 5 * US], [2.0, 9.0, 4.0], [((60, None),)] * 3)
+    # As merge() in arrival order: the first arrival is the first, the last the last.
+    assert [row[8:] for row in rows] == [(5 * US, 2.0, 5 * US, 4.0)]
+
+
+def test_accumulate_floors_times_before_the_epoch() -> None:
+    rows = accumulate([1, 1], [-30 * US, 30 * US], [1.0, 2.0], [((60, None),)] * 2)
+    assert sorted(row[2] for row in rows) == [-60 * US, 0]
+
+
+def test_coarse_levels_derive_from_the_coarsest_finer_level_but_the_finest() -> None:
+    assert derivations([60, 3600, 86400]) == {86400: 3600}
+    # Chains end at a written level; a level no finer one divides is written.
+    assert derivations([60, 3600, 86400, 604800, 5000]) == {86400: 3600, 604800: 3600}
+    assert derivations([60, 420, 600, 3600]) == {3600: 600}
+    assert derivations([3600, 86400]) == {} and derivations([]) == {}
 
 
 # -- ingest ------------------------------------------------------------------------------
@@ -433,3 +452,66 @@ def test_downgrading_past_the_staging_table_keeps_its_rows(store: SQLStore) -> N
             .order_by(schema.rollups.c.bucket)
         ).all()
     assert [tuple(row) for row in hours] == want == [(62, sum(range(60)) + 300.0), (30, 2235.0)]
+
+
+def test_derived_levels_sum_what_their_source_staged(tmp_path: Path) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    policy = {
+        "default": [
+            {"granularity": "1m", "timespan": "1d"},
+            {"granularity": "1h", "timespan": "2d"},
+            {"granularity": "1d"},
+        ]
+    }
+    store = make_store(tmp_path / "derived.db", policy)
+    store.rollup_move_every = 1000
+    # Four days back: the hours kept two days must still be staged for the days.
+    samples = [counter(float(i % 11), now - timedelta(minutes=37 * i)) for i in range(150)]
+    store.write_batch(samples[:100])
+    with store.engine.connect() as conn:
+        staged = set(
+            conn.execute(sa.select(schema.rollups_recent.c.granularity).distinct()).scalars()
+        )
+    assert staged == {60, 3600}  # days are summed up from hours when moved
+    start = (now - timedelta(days=5)).replace(hour=0, minute=0, second=0)
+    query = SampleFilter(meter="cpu", since=start, until=start + timedelta(days=6))
+
+    def same_as_raw() -> None:
+        got = store.statistics(query, 86400)
+        want = store.statistics(query, 86400, rollups=False)
+        assert [(s.period_start, s.count, s.sum, s.min, s.max) for s in got] == [
+            (s.period_start, s.count, s.sum, s.min, s.max) for s in want
+        ]
+
+    same_as_raw()  # days from staged hours
+    store.rollup_move_every = 1
+    store.write_batch(samples[100:120])
+    same_as_raw()  # days moved, summed from hours
+    store.rollup_move_every = 1000
+    store.write_batch(samples[120:])
+    same_as_raw()  # both
+    days = rollup_rows(store, 86400)
+    assert sum(row[1] for row in days) == 150
+    # First and last values are the day's first and last samples.
+    for bucket, *_, first_value, last_value in days:
+        inside = sorted(
+            (c.timestamp, c.volume)
+            for c in samples
+            if bucket
+            <= (c.timestamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+            < bucket + DAY
+        )
+        assert (first_value, last_value) == (inside[0][1], inside[-1][1])
+    store.close()
+
+
+def test_a_rebuild_writes_derived_levels_once(tmp_path: Path) -> None:
+    path = tmp_path / "rebuild.db"
+    samples = [counter(1.0, BASE + timedelta(minutes=13 * i)) for i in range(300)]
+    none = make_store(path, {"default": []})
+    none.write_batch(samples)
+    none.close()
+    levels = [{"granularity": "1m"}, {"granularity": "1h"}, {"granularity": "1d"}]
+    store = make_store(path, {"default": levels})  # builds all three from raw samples
+    assert [sum(row[1] for row in rollup_rows(store, g)) for g in (60, 3600, 86400)] == [300] * 3
+    store.close()
