@@ -22,7 +22,8 @@ fresh database on ``TEST_POSTGRESQL_URL``, dropped afterwards) it
    included, is live, as for a collector) into fresh stores with the default
    archive policy (or ``--ingest-policy``) and with
    ``store.archive_policy.default: []`` (no rollups),
-   ``--runs`` times each, alternating, and reports samples/s and the cost.
+   ``--runs`` times each, alternating (with ``--interleaved``, each batch into
+   both stores in turn), and reports samples/s and the cost.
 
 Targets (issue 8): p50 <= 50 ms, >= 50x faster than the raw scan, rollups
 costing <= 30% of ingest throughput. Parts the code cannot do yet (no
@@ -38,6 +39,8 @@ puts a script's folder first on ``sys.path``), and ``bench/ingest.py`` broke.
     .venv/bin/python bench/rollup_statistics.py --no-queries --ingest-policy \
         '{"default": [{"granularity": "1h", "timespan": "90d"}, {"granularity": "1d"}]}'
                                                     # ingest cost without the 1-minute level
+    .venv/bin/python bench/rollup_statistics.py --no-queries --backends sqlite --interleaved
+                                                    # ingest cost, batch by batch in turn
 """
 
 from __future__ import annotations
@@ -530,34 +533,58 @@ def ingest(backend: str, workdir: Path, shape: Shape, args: argparse.Namespace) 
         )
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
     rollup_rows: dict[str, Any] = {}
+
+    def open_for(mode: str, url: str) -> Store:
+        settings: dict[str, Any] = {"url": url}
+        if mode == "off":
+            settings["archive_policy"] = NO_ROLLUPS
+        elif args.ingest_policy is not None:
+            settings["archive_policy"] = args.ingest_policy
+        return open_store(Settings(store=settings).store)
+
+    def record(run: int, mode: str, seconds: float, url: str) -> None:
+        facts = store_facts(url)
+        if facts["samples"] != count:
+            raise RuntimeError(f"stored {facts['samples']} of {count} samples")
+        rates[mode].append(count / seconds)
+        rollup_rows[mode] = facts["rollup_rows"]
+        print(
+            f"    run {run + 1}, rollups {mode:<3}: {count / seconds:,.0f} samples/s in "
+            f"write_batch ({seconds:.1f} s), rollup rows {facts['rollup_rows']}",
+            flush=True,
+        )
+
     for run in range(args.runs):
+        if args.interleaved and len(modes) == 2:
+            # Each batch into both stores, in turn: drift hits both sides alike.
+            with fresh_database(backend, workdir) as on, fresh_database(backend, workdir) as off:
+                urls = {"on": on, "off": off}
+                stores = {mode: open_for(mode, url) for mode, url in urls.items()}
+                seconds = dict.fromkeys(modes, 0.0)
+                try:
+                    for index, batch in enumerate(shape.batches(args.batch, count)):
+                        for mode in modes if index % 2 == 0 else modes[::-1]:
+                            before = time.perf_counter()
+                            stores[mode].write_batch(batch)
+                            seconds[mode] += time.perf_counter() - before
+                finally:
+                    for store in stores.values():
+                        store.close()
+                for mode in modes:
+                    record(run, mode, seconds[mode], urls[mode])
+            continue
         # Alternate the order, so drift on a shared machine does not favour one side.
         for mode in modes if run % 2 == 0 else modes[::-1]:
             with fresh_database(backend, workdir) as url:
-                settings: dict[str, Any] = {"url": url}
-                if mode == "off":
-                    settings["archive_policy"] = NO_ROLLUPS
-                elif args.ingest_policy is not None:
-                    settings["archive_policy"] = args.ingest_policy
-                store = open_store(Settings(store=settings).store)
+                store = open_for(mode, url)
                 try:
                     figures = write_all(store, shape.batches(args.batch, count), count)
                 finally:
                     store.close()
-                facts = store_facts(url)
-            if facts["samples"] != count:
-                raise RuntimeError(f"stored {facts['samples']} of {count} samples")
-            rate = figures["write_batch_samples_per_second"]
-            rates[mode].append(rate)
-            rollup_rows[mode] = facts["rollup_rows"]
-            print(
-                f"    run {run + 1}, rollups {mode:<3}: {rate:,.0f} samples/s in write_batch "
-                f"({figures['write_batch_seconds']:.1f} s), rollup rows "
-                f"{facts['rollup_rows']}",
-                flush=True,
-            )
+                record(run, mode, figures["write_batch_seconds"], url)
     result: dict[str, Any] = {
         "samples": count,
+        "interleaved": bool(args.interleaved),
         "policy": args.ingest_policy or "default",
         "rollups_on": spread(rates["on"]),
         "rollups_off": spread(rates["off"]) if "off" in rates else None,
@@ -712,6 +739,13 @@ def main() -> int:
         help="samples per ingest run; 0 skips the ingest part (1,000,000)",
     )
     parser.add_argument("--runs", type=int, default=3, help="ingest runs each way (3)")
+    parser.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="ingest runs write each batch to a store with rollups and to one without, in "
+        "turn, instead of one store after the other: the drift of a shared machine then "
+        "hits both alike",
+    )
     parser.add_argument(
         "--ingest-policy",
         type=json.loads,
