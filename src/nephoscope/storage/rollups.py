@@ -82,6 +82,8 @@ def accumulate(
     Among points at equal times the earlier in the sequence is the first and the
     later the last, as :func:`merge` in arrival order would have it.
     """
+    if not len(series_ids) == len(stamps) == len(volumes) == len(levels):
+        raise ValueError("accumulate needs a series id, a time, a volume and levels per point")
     if not stamps:
         return []
     ids = np.asarray(series_ids, dtype=np.int64)
@@ -89,18 +91,20 @@ def accumulate(
     values = np.asarray(volumes, dtype=np.float64)
     if levels.count(levels[0]) == len(levels):
         # Every point's meter keeps the same levels (the usual case): one group.
-        groups: dict[tuple[Level, ...], Any] = {levels[0]: None}
+        groups: dict[tuple[Level, ...], list[int] | None] = {levels[0]: None}
     else:
         groups = {}
         for index, kept in enumerate(levels):
-            groups.setdefault(kept, []).append(index)
+            members = groups.setdefault(kept, [])
+            assert members is not None
+            members.append(index)
     rows: list[Row] = []
     for kept, indexes in groups.items():
         if indexes is None:
             points = ids, times, values
         else:
-            chosen = np.asarray(indexes)
-            points = ids[chosen], times[chosen], values[chosen]
+            picked = np.asarray(indexes)
+            points = ids[picked], times[picked], values[picked]
         for seconds, earliest in kept:
             rows.extend(_level_rows(seconds, earliest, *points))
     return rows

@@ -154,9 +154,9 @@ rollups = sa.Table(
 
 #: Rollup rows of the latest batches on SQLite, merged as in ``rollups`` and moved
 #: there every few batches (see ``SQLStore``); PostgreSQL writes ``rollups`` directly
-#: and leaves this empty. The key leads with time: one batch's rows for a bucket lie
-#: together, so a batch dirties a few pages here, where in ``rollups`` it would
-#: dirty a page per series.
+#: and leaves this empty. The key leads with granularity and time: one batch's rows
+#: for a bucket lie together, so a batch dirties a few pages here, where in
+#: ``rollups`` it would dirty a page per series.
 rollups_recent = sa.Table(
     "rollups_recent",
     metadata,

@@ -8,6 +8,7 @@ on every sample resolved from in-process caches instead of queries.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import itertools
@@ -264,8 +265,6 @@ class SQLStore:
             self._in_chunk = 5000
         self._series_ids: _Cache[SeriesKey] = _Cache(CACHE_LIMIT)
         self._metadata_ids: _Cache[bytes] = _Cache(CACHE_LIMIT)
-        #: Granularities the rollups hold per meter (``rollup_meters``), once read or set.
-        self._granularities: dict[str, tuple[int, ...]] = {}
         self._positional: bool = self.engine.dialect.positional
         self._upsert_resources_many = _InsertMany(
             self.engine.dialect,
@@ -335,7 +334,6 @@ class SQLStore:
                 command.upgrade(config, "head")
                 LOG.info("store schema upgraded from %s to %s", current or "nothing", head)
             self._apply_archive_policy(conn)
-        self._granularities.clear()
 
     def _wanted_granularities(self, name: str) -> str:
         return rollups.format_granularities(
@@ -447,19 +445,17 @@ class SQLStore:
 
         new_series: dict[SeriesKey, int] = {}
         new_metadata: dict[bytes, int] = {}
-        new_meters: dict[str, tuple[int, ...]] = {}
         stored = 0
         with self._writer.begin() as conn:
             # Samples stored before (a redelivered batch) are skipped by the insert's
             # ON CONFLICT DO NOTHING, which also counts exactly the rows it stored.
             if unique:
-                stored = self._write_samples(conn, unique, new_series, new_metadata, new_meters)
+                stored = self._write_samples(conn, unique, new_series, new_metadata)
             if dead_letters:
                 self._write_dead_letters(conn, dead_letters)
         # Ids become visible to other batches only once their rows are committed.
         self._series_ids.publish(new_series)
         self._metadata_ids.publish(new_metadata)
-        self._granularities.update(new_meters)
         return WriteResult(
             stored=stored,
             duplicates=len(samples) - stored,
@@ -472,7 +468,6 @@ class SQLStore:
         unique: dict[bytes, Counter],
         new_series: dict[SeriesKey, int],
         new_metadata: dict[bytes, int],
-        new_meters: dict[str, tuple[int, ...]],
     ) -> int:
         if self.dialect_name == "postgresql":
             # Unique keys in one order in every writer: concurrent PostgreSQL
@@ -513,7 +508,10 @@ class SQLStore:
             stored = self._insert_samples.execute(conn, rows)
         self._upsert_resources(conn, counters, stamps, metadata_ids)
         if stored:
-            self._roll_up(conn, counters, rows, stored, batch_id, new_meters)
+            self._roll_up(conn, counters, rows, stored, batch_id)
+        if batch_id % self.rollup_move_every == 0:
+            # Whatever this batch stored: a redelivered batch moves what others staged.
+            self._move_staged(conn)
         return stored
 
     def _roll_up(
@@ -523,10 +521,9 @@ class SQLStore:
         rows: list[tuple[Any, ...]],
         stored: int,
         batch_id: int,
-        new_meters: dict[str, tuple[int, ...]],
     ) -> None:
         """Add the samples this batch stored to their rollups, in the batch's transaction."""
-        kept = self._meter_granularities(conn, {c.name for c in counters}, new_meters)
+        kept = self._meter_granularities(conn, {c.name for c in counters})
         if stored < len(rows):
             # Some were stored before (a redelivery): they count in the batch that
             # stored them, never again here.
@@ -544,8 +541,6 @@ class SQLStore:
             [levels[c.name] for c in counters],
         )
         self._write_rollups(conn, acc)
-        if batch_id % self.rollup_move_every == 0:
-            self._move_staged(conn)
 
     def _write_rollups(self, conn: sa.Connection, rows: list[rollups.Row]) -> None:
         """Merge rollup rows into the stored ones.
@@ -626,25 +621,34 @@ class SQLStore:
         return mine
 
     def _meter_granularities(
-        self, conn: sa.Connection, names: set[str], new: dict[str, tuple[int, ...]]
+        self, conn: sa.Connection, names: set[str]
     ) -> dict[str, tuple[int, ...]]:
-        """The granularities kept for each meter: as recorded, or recorded now from the policy."""
-        known = {name: self._granularities.get(name) for name in names}
-        missing = sorted(name for name, held in known.items() if held is None)
+        """The granularities kept for each meter: as recorded, or recorded now from the policy.
+
+        Read in every batch's transaction, never cached: an upgrade by another
+        process may have changed them, and what a SQLite batch stages must be what
+        the move that follows it sums up (rollups.derivations of the record).
+        """
+        known: dict[str, tuple[int, ...]] = {}
+
+        def read(wanted: list[str]) -> None:
+            record = tables.rollup_meters.c
+            for chunk in _chunks(wanted, self._in_chunk):
+                stmt = sa.select(record.name, record.granularities).where(record.name.in_(chunk))
+                for name, text in conn.execute(stmt):
+                    known[name] = rollups.parse_granularities(text)
+
+        read(sorted(names))
+        missing = sorted(names - known.keys())
         if missing:
             record = self._insert(tables.rollup_meters).on_conflict_do_nothing()
             conn.execute(
                 record,
                 [{"name": n, "granularities": self._wanted_granularities(n)} for n in missing],
             )
-            # Read back: a record made by another writer (or by an upgrade) wins.
-            for chunk in _chunks(missing, self._in_chunk):
-                stmt = sa.select(
-                    tables.rollup_meters.c.name, tables.rollup_meters.c.granularities
-                ).where(tables.rollup_meters.c.name.in_(chunk))
-                for name, text in conn.execute(stmt):
-                    known[name] = new[name] = rollups.parse_granularities(text)
-        return cast("dict[str, tuple[int, ...]]", known)
+            # Read back: a record made meanwhile by another writer (or an upgrade) wins.
+            read(missing)
+        return known
 
     def _move_staged(self, conn: sa.Connection, derive: bool = True) -> None:
         """Move the rollup rows staged on SQLite into ``rollups``, and unless told
@@ -662,15 +666,21 @@ class SQLStore:
         meters = conn.execute(
             sa.select(tables.rollup_meters.c.name, tables.rollup_meters.c.granularities)
         ).all()
-        by_derivation: dict[tuple[tuple[int, int], ...], list[str]] = {}
-        for name, text in meters:
+        by_derivation: dict[tuple[tuple[int, int], ...], set[str]] = {}
+        for text in {text for _, text in meters}:
             derived = rollups.derivations(rollups.parse_granularities(text))
             if derived:
-                by_derivation.setdefault(tuple(sorted(derived.items())), []).append(name)
-        for pairs, names in by_derivation.items():
+                by_derivation.setdefault(tuple(sorted(derived.items())), set()).add(text)
+        counts = collections.Counter(text for _, text in meters)
+        for pairs, texts in by_derivation.items():
             series = None
-            if len(names) < len(meters):
-                series = sa.select(tables.series.c.id).where(tables.series.c.name.in_(names))
+            if sum(counts[text] for text in texts) < len(meters):
+                record = tables.rollup_meters.c
+                series = sa.select(tables.series.c.id).where(
+                    tables.series.c.name.in_(
+                        sa.select(record.name).where(record.granularities.in_(sorted(texts)))
+                    )
+                )
             for seconds, source in pairs:
                 conn.execute(
                     self._merge_rollups(tables.rollups, _summed_up(source, seconds, series))
@@ -1666,7 +1676,9 @@ class _StatisticsReader:
             series_labels = self._label_of_series()
             if len(series_labels) == len(self.labels):
                 # Each bucket is a whole period and each series its own statistic:
-                # grouping in SQL would merge nothing, so the rows are read as they lie.
+                # grouping in SQL would merge nothing, so the rows are read as they lie
+                # (a stored and a staged row of one bucket, or a derived level's
+                # staged finer rows, merge in _read_buckets).
                 self._read_buckets(stmt, params, series_labels)
                 return
         rows = stmt.subquery()

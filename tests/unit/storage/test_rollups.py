@@ -357,19 +357,27 @@ def stored_count(store: SQLStore) -> int:
 
 def test_rollups_are_staged_and_moved_every_few_batches(store: SQLStore) -> None:
     store.rollup_move_every = 3
-    samples = [counter(float(i), BASE + timedelta(minutes=10 * i)) for i in range(12)]
+    samples = [counter(float(i % 4), BASE + timedelta(minutes=10 * i)) for i in range(12)]
     query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=2))
-    want = store.statistics(query, 3600, rollups=False)
+
+    def numbers(rollups: bool) -> list[tuple[Any, ...]]:
+        return [
+            (s.period_start, s.count, s.sum, s.min, s.max, s.duration_start, s.duration_end)
+            for s in store.statistics(query, 3600, rollups=rollups)
+        ]
+
     seen = []
     for batch in range(4):
         store.write_batch(samples[3 * batch : 3 * batch + 3])
         seen.append((stored_count(store) > 0, staged_count(store) > 0))
         # Staged, moved or both: the same answer as the raw samples give.
-        got = store.statistics(query, 3600)
-        want = store.statistics(query, 3600, rollups=False)
-        assert [(s.count, s.sum) for s in got] == [(s.count, s.sum) for s in want]
+        assert numbers(True) == numbers(False)
     # Batch ids start at 1: the third batch moved what the first three staged.
     assert seen == [(False, True), (False, True), (True, False), (True, True)]
+    # A batch at a move id moves what is staged even when it stores nothing itself.
+    store.write_batch(samples[:3])  # a redelivery, batch 5
+    store.write_batch(samples[:3])  # batch 6
+    assert staged_count(store) == 0 and numbers(True) == numbers(False)
 
 
 def test_staged_rows_are_looked_up_by_bucket_not_scanned(store: SQLStore) -> None:
@@ -408,13 +416,14 @@ def test_a_policy_change_and_expiry_take_staged_rows_along(tmp_path: Path) -> No
     policy = {"default": [{"granularity": "1m", "timespan": "1d"}, {"granularity": "1h"}]}
     store = make_store(path, policy)
     store.rollup_move_every = 1000
-    old = [counter(1.0, now - timedelta(days=3, minutes=i)) for i in range(30)]
-    recent = [counter(2.0, now - timedelta(minutes=5 + i)) for i in range(10)]
-    store.write_batch(old + recent)
+    store.write_batch([counter(2.0, now - timedelta(minutes=5 + i)) for i in range(40)])
     assert stored_count(store) == 0 and staged_count(store) > 0
-    store.expire(now)
-    # Expiry moved the staged rows first, then dropped the old minutes from rollups.
+    # Two days on, the minutes are past their timespan: expiry moves the staged rows
+    # first, then deletes them from rollups (deleting first would leave them staged).
+    store.expire(now + timedelta(days=2))
     assert staged_count(store) == 0
+    assert rollup_rows(store, 60) == []
+    assert sum(row[1] for row in rollup_rows(store, 3600)) == 40
     store.close()
 
     store = make_store(path, {"default": [{"granularity": "1h"}]})  # drops the minutes
@@ -429,6 +438,28 @@ def test_a_policy_change_and_expiry_take_staged_rows_along(tmp_path: Path) -> No
     assert sum(row[1] for row in rollup_rows(store, 3600)) == 41
     assert sum(row[1] for row in rollup_rows(store, 86400)) == 41
     store.close()
+
+
+def test_a_writer_stages_what_the_records_say_after_another_upgrades(tmp_path: Path) -> None:
+    path = tmp_path / "two.db"
+    levels = [{"granularity": "1m"}, {"granularity": "1h"}, {"granularity": "1d"}]
+    first = make_store(path, {"default": levels})
+    first.rollup_move_every = 1000
+    samples = [counter(1.0, BASE + timedelta(minutes=17 * i)) for i in range(200)]
+    first.write_batch(samples[:50])
+    # Another process upgrades to a policy without hours: no level derives the day
+    # any more, so the first writer must now stage days itself.
+    second = make_store(path, {"default": [levels[0], levels[2]]})
+    first.write_batch(samples[50:120])
+    first.rollup_move_every = 1
+    first.write_batch(samples[120:])
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(days=3))
+    got = second.statistics(query, 86400)
+    want = second.statistics(query, 86400, rollups=False)
+    assert [(s.count, s.sum) for s in got] == [(s.count, s.sum) for s in want]
+    assert sum(row[1] for row in rollup_rows(second, 86400)) == 200
+    first.close()
+    second.close()
 
 
 def test_downgrading_past_the_staging_table_keeps_its_rows(store: SQLStore) -> None:
