@@ -379,7 +379,6 @@ class SQLStore:
                 rollups.format_granularities(wanted) or "none",
                 held or "none",
             )
-        self._move_staged(conn)
 
     def _policy_changes(self, conn: sa.Connection) -> dict[str, str | None]:
         """Meters whose rollups differ from the archive policy: name -> what they hold."""
