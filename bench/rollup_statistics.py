@@ -10,13 +10,16 @@ fresh database on ``TEST_POSTGRESQL_URL``, dropped afterwards) it
    and then as by a reboot) and a gauge ``memory.usage`` (MB), each instance
    polled at one interval (518 s at the defaults; Ceilometer's default is 600 s),
    written with ``write_batch`` in batches of ``--batch``, as a collector does;
-2. times, store-level (``store.statistics``), ``--repetitions`` times each on
+2. times, store-level (``store.statistics``, in a process that has frozen its
+   start-up heap as the API server does), ``--repetitions`` times each on
    random instances and projects after a warm-up, p50/p90/p99 of
    (a) ``cpu`` with ``period=3600`` over the 30 days for one resource, and
    (b) the same for every resource of one project, grouped by ``resource_id``;
    then both again with ``rollups=False`` (the raw scan), for the ratio, and
    checks that both paths give the same numbers; and (a) and (b) through
-   ``GET /v2/meters/cpu/statistics`` on a ``nephoscope api`` server;
+   ``GET /v2/meters/cpu/statistics`` on a ``nephoscope api`` server, until the
+   whole answer is received (and, reported beside it, until the client has
+   parsed it);
 3. times ``write_batch`` of the newest ``--ingest-samples`` samples of the same
    stream (so every level of the archive policy, the 1-minute one kept a day
    included, is live, as for a collector) into fresh stores with the default
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import inspect
 import json
 import math
@@ -70,6 +74,7 @@ import pydantic
 import sqlalchemy as sa
 from uuid_utils import uuid7
 
+from nephoscope.api.server import settle_heap
 from nephoscope.config import Settings
 from nephoscope.counter import Counter
 from nephoscope.storage import SampleFilter, Statistic, Store, open_store
@@ -485,23 +490,33 @@ def api_queries(url: str, workdir: Path, shape: Shape, repetitions: int) -> dict
         ]
         results: dict[str, Any] = {}
         with httpx.Client(base_url=base, headers={"X-Auth-Token": TOKEN}, timeout=600) as client:
-
-            def get(params: list[tuple[str, str]]) -> int:
-                # Encoded by hand: httpx would group repeated keys, and q.* pair by position.
-                response = client.get(f"/v2/meters/cpu/statistics?{urlencode(params)}")
-                response.raise_for_status()
-                return len(response.json())
-
             for key, label, params in (
                 ("one_resource", "(a) GET .../statistics, 1 resource", one),
                 ("project_by_resource", "(b) GET .../statistics, 1 project", project),
             ):
-                figures, returned = timed(get, params)
-                results[key] = {"statistics_returned": returned, **figures}
+                # Until the whole body is in, and until the client has parsed it too:
+                # parsing thousands of statistics is the client's cost, not the server's.
+                received: list[float] = []
+                parsed: list[float] = []
+                returned = 0
+                for index, query in enumerate([*params[:2], *params]):
+                    began = time.perf_counter()
+                    # Encoded by hand: httpx would group repeated keys, and q.* pair by position.
+                    response = client.get(f"/v2/meters/cpu/statistics?{urlencode(query)}")
+                    response.raise_for_status()
+                    got = time.perf_counter()
+                    returned = len(response.json())
+                    if index >= 2:  # after two untimed, as timed() does
+                        received.append(got - began)
+                        parsed.append(time.perf_counter() - began)
+                figures = percentiles(received)
+                with_parse = percentiles(parsed)
+                results[key] = {"statistics_returned": returned, **figures, "parsed": with_parse}
                 print(
                     f"    {label:<44} p50 {figures['p50_ms']:8.2f} ms  p90 "
                     f"{figures['p90_ms']:8.2f}  p99 {figures['p99_ms']:8.2f}  "
-                    f"({returned:,} statistics)",
+                    f"({returned:,} statistics; parsed by the client too: p50 "
+                    f"{with_parse['p50_ms']:.2f} ms)",
                     flush=True,
                 )
         return results
@@ -672,7 +687,13 @@ def fill_and_query(
                 flush=True,
             )
             print(f"  statistics, store level, {args.repetitions} runs each:", flush=True)
-            result["queries"] = store_queries(store, shape, args.repetitions)
+            # As the API server does once started: start-up (and here the fill's
+            # survivors) out of the collector's full collections.
+            settle_heap()
+            try:
+                result["queries"] = store_queries(store, shape, args.repetitions)
+            finally:
+                gc.unfreeze()
         finally:
             store.close()
         if args.api:
@@ -704,6 +725,13 @@ def verdicts(backend: str, result: dict[str, Any]) -> list[tuple[str, bool | Non
             out.append((what, speedup >= TARGETS["speedup"], figures))
         else:
             out.append((what, None, "not available yet (no rollups=False)"))
+    api = result.get("api", {})
+    for key, label in (("one_resource", "(a) 1 resource"), ("project_by_resource", "(b) project")):
+        if key in api:
+            p50 = api[key]["p50_ms"]
+            what = f"{backend} {label} over HTTP: p50 <= {TARGETS['p50_ms']} ms"
+            figures = f"{p50:.2f} ms (parsed by the client too: {api[key]['parsed']['p50_ms']:.2f})"
+            out.append((what, p50 <= TARGETS["p50_ms"], figures))
     ingest_result = result.get("ingest")
     if ingest_result is not None:
         what = f"{backend} ingest: rollups cost <= {TARGETS['ingest_cost_percent']}%"

@@ -36,7 +36,9 @@ from nephoscope.plugin import (
     load_plugin_classes,
     load_plugins,
 )
-from nephoscope.storage.base import SampleFilter, Store
+from nephoscope.storage.base import Aggregate, SampleFilter, Statistic, Store
+from nephoscope.storage.derived import meter_statistics
+from nephoscope.storage.rates import RATE
 
 app = typer.Typer(
     help="Nephoscope meters clouds and hosts: who used how much, when.",
@@ -278,6 +280,9 @@ def api(
             f"[bold]Nephoscope API[/] on [cyan]{server.url}[/] "
             f"(auth: {settings.api.auth}; store: {settings.store.url}; Ctrl-C stops)"
         )
+        from nephoscope.api.server import settle_heap
+
+        settle_heap()
         server.serve()
 
 
@@ -312,6 +317,9 @@ def run(config: ConfigOption = None) -> None:
             out.print(f"  api:   {api_server.url}/v2 (auth: {settings.api.auth})")
         out.print("  query: nephoscope samples --meter hardware.cpu.util   (Ctrl-C stops)")
         _stop_on_signals(agent_stop)
+        from nephoscope.api.server import settle_heap
+
+        settle_heap()
         try:
             agent.run(agent_stop)
         finally:
@@ -721,26 +729,67 @@ def statistics(
     user: UserOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    groupby: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--groupby",
+            "-g",
+            help="Split by resource_id, project_id, user_id, source or metadata.<key>; repeatable.",
+        ),
+    ] = None,
+    aggregate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--aggregate",
+            "-a",
+            help="Also compute avg, sum, min, max, count, stddev, cardinality/<field> "
+            "(resource_id, user_id, project_id or source), or rate (of a cumulative "
+            "meter, per second); repeatable.",
+        ),
+    ] = None,
 ) -> None:
-    """count, min, max, avg and sum of a meter, over the range or per period."""
+    """count, min, max, avg and sum of a meter (stored, or derived such as cpu_util),
+    over the range or per period."""
     query = sample_filter(meter, resource, project, user, since, until)
+    names = list(dict.fromkeys(groupby or []))
+    asked = list(dict.fromkeys(aggregate or []))
+    aggregates: list[Aggregate] = []
+    for text in asked:
+        func, _, param = text.partition("/")
+        if param and func != "cardinality":
+            fail(f"--aggregate {text}: only cardinality takes a parameter")
+        if func != RATE:
+            aggregates.append((func, param or None))
+
+    def fetch(store: Store) -> list[Statistic]:
+        try:
+            return meter_statistics(store, query, period, names, aggregates, rate=RATE in asked)
+        except ValueError as exc:
+            fail(str(exc))
+
     show_query(
         config,
         json,
-        lambda store: store.statistics(query, period),
+        fetch,
         f"Statistics of {meter}",
-        ["period start", "period end", "count", "min", "max", "avg", "sum", "unit"],
+        ["period start", "period end", *names, "count", "min", "max", "avg", "sum", "unit", *asked],
         lambda s: [
             _when(s.period_start or s.duration_start),
             _when(s.period_end or s.duration_end),
+            *(s.groupby.get(name) for name in names),
             s.count,
             _number(s.min),
             _number(s.max),
             _number(s.avg),
             _number(s.sum),
             s.unit,
+            *(_maybe_number(s.aggregate.get(name)) for name in asked),
         ],
     )
+
+
+def _maybe_number(value: float | None) -> str:
+    return "-" if value is None else _number(value)
 
 
 @app.command()

@@ -22,7 +22,7 @@ from nephoscope.api.views import (
     old_sample_view,
     resource_view,
     sample_view,
-    statistic_view,
+    statistics_view,
 )
 from nephoscope.config import Settings
 from nephoscope.counter import Counter
@@ -36,19 +36,8 @@ from nephoscope.storage.base import (
     SampleFilter,
     Store,
 )
-from nephoscope.storage.derived import (
-    DerivedMeter,
-    derived_meter,
-    derived_samples,
-    derived_statistics,
-)
-from nephoscope.storage.rates import (
-    RATE,
-    NotCumulative,
-    check_cumulative,
-    ordered_samples,
-    with_rates,
-)
+from nephoscope.storage.derived import derived_meter, derived_samples, meter_statistics
+from nephoscope.storage.rates import RATE, NotCumulative
 from nephoscope.storage.usage import DEFAULT_MAX_GAP, usage
 
 __all__ = ["create_app"]
@@ -76,13 +65,21 @@ Limit = Annotated[int | None, Query(ge=1, le=MAX_LIMIT, description="Most sample
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    """A JSON answer, serialised once by orjson (no response model to validate against)."""
+    """A JSON answer, serialised once by orjson (no response model to validate against).
+
+    Naive datetimes (the views' times) are written as ISO 8601 without an offset.
+    """
     try:
         body = orjson.dumps(data)
     except TypeError:
         # orjson refuses integers beyond 64 bits (a posted sample's metadata may hold one).
-        body = json.dumps(data, default=str).encode("utf-8")
+        body = json.dumps(data, default=_json_default).encode("utf-8")
     return Response(body, status, media_type="application/json")
+
+
+def _json_default(value: Any) -> str:
+    """What the standard encoder writes for what it does not know: times as orjson does."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def _principal(request: Request, token: Token = None) -> Principal:
@@ -310,20 +307,13 @@ def create_app(
             aggregates.append((func, param))
         if not query.possible:
             return _json([])
-        derived = derived_meter(store, query.filter)
-        if rate:
-            _check_rate(store, query.filter, derived)
-        if derived is not None:
-            stats = derived_statistics(
-                store, derived, query.filter, period or None, list(names), aggregates
+        try:
+            stats = meter_statistics(
+                store, query.filter, period or None, list(names), aggregates, rate=rate
             )
-        else:
-            stats = store.statistics(
-                query.filter, period or None, groupby=list(names), aggregates=aggregates
-            )
-        if rate:
-            stats = with_rates(stats, ordered_samples(store, query.filter), list(names))
-        views = [statistic_view(s, names, bool(aggregates) or rate) for s in stats]
+        except NotCumulative as exc:
+            raise ClientError(f"Invalid aggregation function: {exc}") from None
+        views = statistics_view(stats, names, bool(aggregates) or rate)
         if rate:
             for view in views:
                 # A period without two samples of one resource has no rate.
@@ -421,16 +411,6 @@ def _meter_query(
         allowed=SAMPLE_FIELDS,
         base=SampleFilter(meter=meter_name),
     )
-
-
-def _check_rate(store: Store, query: SampleFilter, derived: DerivedMeter | None) -> None:
-    """Refuse ``aggregate.func=rate`` of a meter that is not cumulative."""
-    try:
-        if derived is not None:
-            raise NotCumulative(f"rate needs a cumulative meter: {derived.name} is a derived gauge")
-        check_cumulative(store, query)
-    except NotCumulative as exc:
-        raise ClientError(f"Invalid aggregation function: {exc}") from None
 
 
 def _counter(

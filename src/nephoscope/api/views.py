@@ -1,9 +1,12 @@
-"""Store records as Ceilometer's v2 API shows them (field names, types, flattened metadata)."""
+"""Store records as Ceilometer's v2 API shows them (field names, types, flattened metadata).
+
+Times are naive UTC datetimes, for the API's JSON encoder to write (see :func:`naive_utc`).
+"""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -14,21 +17,35 @@ __all__ = [
     "flatten_metadata",
     "isotime",
     "meter_view",
+    "naive_utc",
     "old_sample_view",
     "resource_view",
     "sample_view",
-    "statistic_view",
+    "statistics_view",
 ]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def naive_utc(moment: datetime | None) -> datetime | None:
+    """``moment`` as a naive UTC datetime (a naive one is taken to be UTC already).
+
+    Views hold their times so: the API's JSON encoder (orjson) writes a naive
+    datetime as Ceilometer writes its timestamps, ISO 8601 with no offset.
+    """
+    if moment is None or moment.tzinfo is None:
+        return moment
+    # Arithmetic rather than astimezone()/replace(): a tenth of the cost, and a
+    # grouped statistics answer converts four times per statistic, thousands of them.
+    return _NAIVE_EPOCH + (moment - _EPOCH)
+
+
 def isotime(moment: datetime | None) -> str | None:
-    """Ceilometer's timestamps: naive UTC ISO 8601."""
-    if moment is None:
-        return None
-    if moment.tzinfo is UTC:
-        # The store's times, already UTC: drop the "+00:00" (the cheapest way, per statistic).
-        return moment.isoformat()[:-6]
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+    """Ceilometer's timestamps as text: naive UTC ISO 8601."""
+    naive = naive_utc(moment)
+    return None if naive is None else naive.isoformat()
 
 
 def _pairs(document: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
@@ -70,8 +87,8 @@ def old_sample_view(sample: StoredSample) -> dict[str, Any]:
         "project_id": sample.project_id,
         "resource_id": sample.resource_id,
         "source": sample.source,
-        "timestamp": isotime(sample.timestamp),
-        "recorded_at": isotime(sample.recorded_at),
+        "timestamp": naive_utc(sample.timestamp),
+        "recorded_at": naive_utc(sample.recorded_at),
         "message_id": sample.message_id,
         "resource_metadata": flatten_metadata(sample.resource_metadata),
     }
@@ -89,8 +106,8 @@ def sample_view(sample: StoredSample) -> dict[str, Any]:
         "project_id": sample.project_id,
         "resource_id": sample.resource_id,
         "source": sample.source,
-        "timestamp": isotime(sample.timestamp),
-        "recorded_at": isotime(sample.recorded_at),
+        "timestamp": naive_utc(sample.timestamp),
+        "recorded_at": naive_utc(sample.recorded_at),
         "metadata": flatten_metadata(sample.resource_metadata),
     }
 
@@ -111,34 +128,48 @@ def resource_view(resource: ResourceInfo, base_url: str) -> dict[str, Any]:
         "project_id": resource.project_id,
         "user_id": resource.user_id,
         "source": resource.source,
-        "first_sample_timestamp": isotime(resource.first_sample_timestamp),
-        "last_sample_timestamp": isotime(resource.last_sample_timestamp),
+        "first_sample_timestamp": naive_utc(resource.first_sample_timestamp),
+        "last_sample_timestamp": naive_utc(resource.last_sample_timestamp),
         "metadata": flatten_metadata(resource.metadata),
         "links": links,
     }
 
 
-def statistic_view(
-    stat: Statistic, groupby_names: Mapping[str, str], aggregates: bool
-) -> dict[str, Any]:
-    duration = (stat.duration_end - stat.duration_start).total_seconds()
-    return {
-        "avg": stat.avg,
-        "count": stat.count,
-        "duration": duration,
-        "duration_start": isotime(stat.duration_start),
-        "duration_end": isotime(stat.duration_end),
-        "max": stat.max,
-        "min": stat.min,
-        "period": stat.period,
-        "period_start": isotime(stat.period_start),
-        "period_end": isotime(stat.period_end),
-        "sum": stat.sum,
-        "unit": stat.unit,
-        "groupby": (
-            {groupby_names[key]: value for key, value in stat.groupby.items()}
-            if stat.groupby
-            else None
-        ),
-        "aggregate": dict(stat.aggregate) if aggregates else None,
-    }
+def statistics_view(
+    stats: Iterable[Statistic], groupby_names: Mapping[str, str], aggregates: bool
+) -> list[dict[str, Any]]:
+    """Statistics as ``/v2/meters/{name}/statistics`` shows them; ``groupby_names``
+    maps the store's groupby field names to the ones the caller asked with."""
+    # One loop over thousands: the time conversion inlined (see naive_utc) and each
+    # group's mapping (shared by its statistics, see Statistic) renamed once.
+    epoch, naive_epoch = _EPOCH, _NAIVE_EPOCH
+    groups: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
+    views = []
+    for stat in stats:
+        first, last = stat.duration_start, stat.duration_end
+        group: dict[str, Any] | None = None
+        if stat.groupby:
+            found = groups.get(id(stat.groupby))
+            if found is None or found[0] is not stat.groupby:
+                named = {groupby_names[key]: value for key, value in stat.groupby.items()}
+                found = groups[id(stat.groupby)] = (stat.groupby, named)
+            group = found[1]
+        views.append(
+            {
+                "avg": stat.avg,
+                "count": stat.count,
+                "duration": (last - first).total_seconds(),
+                "duration_start": naive_epoch + (first - epoch),
+                "duration_end": naive_epoch + (last - epoch),
+                "max": stat.max,
+                "min": stat.min,
+                "period": stat.period,
+                "period_start": naive_utc(stat.period_start),
+                "period_end": naive_utc(stat.period_end),
+                "sum": stat.sum,
+                "unit": stat.unit,
+                "groupby": group,
+                "aggregate": dict(stat.aggregate) if aggregates else None,
+            }
+        )
+    return views

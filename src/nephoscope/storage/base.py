@@ -171,7 +171,11 @@ class ResourceInfo:
 # doubles the cost of building the thousands a grouped statistics query returns.
 @dataclass(slots=True)
 class Statistic:
-    """Aggregates of one meter over one period (the whole range when no period is asked)."""
+    """Aggregates of one meter over one period (the whole range when no period is asked).
+
+    ``groupby`` and ``aggregate`` are read-only: the statistics of one answer may
+    share them (a group's statistics share its ``groupby``).
+    """
 
     unit: str
     count: int

@@ -23,13 +23,22 @@ from nephoscope.counter import TYPE_GAUGE
 from nephoscope.storage.base import (
     AGGREGATE_FUNCTIONS,
     CARDINALITY_FIELDS,
+    GROUPBY_FIELDS,
     Aggregate,
     SampleFilter,
     Statistic,
     Store,
     StoredSample,
 )
-from nephoscope.storage.rates import Step, metadata_value, ordered_samples, steps
+from nephoscope.storage.rates import (
+    NotCumulative,
+    Step,
+    check_cumulative,
+    metadata_value,
+    ordered_samples,
+    steps,
+    with_rates,
+)
 
 __all__ = [
     "DERIVED_METERS",
@@ -39,6 +48,7 @@ __all__ = [
     "derived_meter",
     "derived_samples",
     "derived_statistics",
+    "meter_statistics",
     "summarise",
 ]
 
@@ -191,6 +201,37 @@ def derived_statistics(
     return summarise(made, query.since, period, groupby, aggregates)
 
 
+def meter_statistics(
+    store: Store,
+    query: SampleFilter,
+    period: int | None = None,
+    groupby: Sequence[str] = (),
+    aggregates: Sequence[Aggregate] = (),
+    *,
+    rate: bool = False,
+) -> list[Statistic]:
+    """Statistics of ``query.meter`` as the API and the CLI answer them.
+
+    Of its stored samples, or of a derived meter's (``cpu_util``...) where none
+    are stored under that name; with ``rate`` added to each ``aggregate`` that has
+    one (see :func:`~nephoscope.storage.rates.with_rates`) when ``rate`` is asked.
+    Raises :class:`~nephoscope.storage.rates.NotCumulative` for a rate of a meter
+    that is not cumulative, ValueError for a bad period, groupby or aggregate.
+    """
+    derived = derived_meter(store, query)
+    if rate:
+        if derived is not None:
+            raise NotCumulative(f"rate needs a cumulative meter: {derived.name} is a derived gauge")
+        check_cumulative(store, query)
+    if derived is not None:
+        stats = derived_statistics(store, derived, query, period, groupby, aggregates)
+    else:
+        stats = store.statistics(query, period, groupby=groupby, aggregates=aggregates)
+    if rate:
+        stats = with_rates(stats, ordered_samples(store, query), groupby)
+    return stats
+
+
 def _group_value(value: Any) -> str | None:
     # As the SQL store shows a groupby value: text, whole numbers without ".0".
     if value is None or isinstance(value, str):
@@ -220,6 +261,15 @@ def summarise(
     """Statistics of ``samples`` with the store's rules: buckets of ``period`` seconds from
     ``since`` (else from the first sample), only those holding samples, split by unit and
     ``groupby``, oldest first."""
+    for name in groupby:
+        if name not in GROUPBY_FIELDS and not (
+            name.startswith("metadata.") and len(name) > len("metadata.")
+        ):
+            raise ValueError(
+                f"cannot group by {name!r}: use {', '.join(GROUPBY_FIELDS)} or metadata.<key>"
+            )
+    if period is not None and period <= 0:
+        raise ValueError(f"period must be a positive number of seconds, not {period}")
     chosen = list(samples)
     if not chosen:
         return []

@@ -1804,11 +1804,14 @@ def _statistics(
         for position, label_id in enumerate(order):
             rank[label_id] = position
         keys = sorted(partials, key=lambda k: (k[0], rank[k[1]]))
-    # Each label's groupby values are rendered once; each statistic gets its own copy.
+    # Each label's groupby values are rendered once and shared by its statistics, as
+    # is one empty aggregate mapping (Statistic's mappings are read-only): thousands of
+    # copies would cost time, and garbage collections for as long as the answer lives.
     groups = [
         {name: _group_value(value) for name, value in zip(groupby, label[1:], strict=True)}
         for label in labels
     ]
+    no_aggregates: dict[str, float] = {}
     # Periods repeat across groups: their bounds are made once each.
     bounds: dict[int, tuple[datetime, datetime]] = {}
     length = timedelta(seconds=period or 0)
@@ -1831,8 +1834,9 @@ def _statistics(
             period_start, period_end = found
         else:
             period_start, period_end = first_at, last_at
-        aggregate: dict[str, float] = {}
+        aggregate = no_aggregates
         if wanted:
+            aggregate = {}
             values = {"avg": mean, "sum": total, "min": low, "max": high}
             for func, param in wanted:
                 if func == "cardinality":
@@ -1855,7 +1859,7 @@ def _statistics(
                 period,
                 period_start,
                 period_end,
-                groups[label_id].copy(),
+                groups[label_id],
                 aggregate,
             )
         )
