@@ -752,12 +752,13 @@ def statistics(
     over the range or per period."""
     query = sample_filter(meter, resource, project, user, since, until)
     names = list(dict.fromkeys(groupby or []))
+    # Each as the statistics name it in their aggregate: its column.
     asked = list(dict.fromkeys(aggregate or []))
     aggregates: list[Aggregate] = []
     for text in asked:
-        func, _, param = text.partition("/")
-        if param and func != "cardinality":
-            fail(f"--aggregate {text}: only cardinality takes a parameter")
+        func, slash, param = text.partition("/")
+        if slash and (func != "cardinality" or not param):
+            fail(f"--aggregate {text}: only cardinality takes a parameter (cardinality/<field>)")
         if func != RATE:
             aggregates.append((func, param or None))
 

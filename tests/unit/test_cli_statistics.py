@@ -69,6 +69,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(os.environ):
         if name.upper().startswith("NEPHOSCOPE_") and "BUFFER" not in name.upper():
             monkeypatch.delenv(name)
+    monkeypatch.setenv("COLUMNS", "200")  # tables unfolded
     url = f"sqlite:///{tmp_path / 'statistics.db'}"
     store = open_store(StoreSettings(url=url))
     store.write_batch(SAMPLES)
@@ -114,6 +115,9 @@ def test_rate_counts_a_reset_as_growth_from_zero(config: Path) -> None:
     assert rates[("vm1", T0.isoformat())] == {}
     code, table, _ = run(config, "-m", "cpu", "-a", "rate", "--period", "60")
     assert code == 0 and table.splitlines()[1].count("┳") == 9 - 1
+    # The first minute's row: no rate, shown as such in the last column.
+    first_row = next(line for line in table.splitlines() if "12:00:00" in line)
+    assert first_row.rstrip(" │").endswith("│ -")
 
 
 def test_derived_meters_are_answered(config: Path) -> None:
@@ -134,6 +138,11 @@ def test_derived_meters_are_answered(config: Path) -> None:
         (["-m", "cpu", "-a", "median"], "unknown aggregate function 'median'"),
         (["-m", "cpu", "-a", "cardinality/volume"], "cardinality needs a parameter"),
         (["-m", "cpu", "-a", "avg/resource_id"], "only cardinality takes a parameter"),
+        (["-m", "cpu", "-a", "avg/"], "only cardinality takes a parameter"),
+        (["-m", "cpu", "-a", "rate/"], "only cardinality takes a parameter"),
+        (["-m", "cpu", "-a", "cardinality"], "cardinality needs a parameter"),
+        (["-m", "cpu", "--period", str(10**12)], "period must be 1 to"),
+        (["-m", "cpu_util", "-a", "median"], "unknown aggregate function 'median'"),
         (["-m", "memory.usage", "-a", "rate"], "rate needs a cumulative meter"),
         (["-m", "cpu_util", "-a", "rate"], "rate needs a cumulative meter"),
     ],

@@ -33,6 +33,7 @@ from nephoscope.storage.base import (
     AGGREGATE_FUNCTIONS,
     CARDINALITY_FIELDS,
     GROUPBY_FIELDS,
+    MAX_PERIOD,
     SampleFilter,
     Store,
 )
@@ -47,8 +48,6 @@ LOG = logging.getLogger(__name__)
 #: Samples returned when a query gives no ``limit`` (Ceilometer's ``default_api_return_limit``).
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1_000_000
-#: The longest statistics period: ten years of seconds.
-MAX_PERIOD: Final = 10 * 366 * 86_400
 METER_FIELDS: Final = ("resource_id", "project_id", "user_id", "source", "timestamp", "meter")
 #: The longest gap ``/v2/usage`` bridges: 31 days.
 MAX_USAGE_GAP: Final = 31 * 86_400

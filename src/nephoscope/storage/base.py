@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from nephoscope.counter import Counter
 
@@ -13,6 +13,7 @@ __all__ = [
     "AGGREGATE_FUNCTIONS",
     "CARDINALITY_FIELDS",
     "GROUPBY_FIELDS",
+    "MAX_PERIOD",
     "Aggregate",
     "Condition",
     "DeadLetter",
@@ -27,6 +28,7 @@ __all__ = [
     "StoredDeadLetter",
     "StoredSample",
     "WriteResult",
+    "check_statistics_args",
 ]
 
 
@@ -66,6 +68,29 @@ GROUPBY_FIELDS: tuple[str, ...] = ("user_id", "project_id", "resource_id", "sour
 
 #: One aggregate asked of ``statistics``: function and parameter (``cardinality`` only).
 Aggregate = tuple[str, str | None]
+#: The longest statistics period: ten years of seconds.
+MAX_PERIOD: Final = 10 * 366 * 86_400
+
+
+def check_statistics_args(
+    period: int | None, groupby: Sequence[str], aggregates: Sequence[Aggregate]
+) -> None:
+    """Raise ValueError, saying what is wrong, unless every store can compute statistics
+    with these arguments (see :meth:`Store.statistics`)."""
+    if period is not None and not 0 < period <= MAX_PERIOD:
+        raise ValueError(f"period must be 1 to {MAX_PERIOD} seconds, not {period}")
+    for name in groupby:
+        if name not in GROUPBY_FIELDS and not (
+            name.startswith("metadata.") and len(name) > len("metadata.")
+        ):
+            raise ValueError(
+                f"cannot group by {name!r}: use {', '.join(GROUPBY_FIELDS)} or metadata.<key>"
+            )
+    for func, param in aggregates:
+        if func not in AGGREGATE_FUNCTIONS:
+            raise ValueError(f"unknown aggregate function {func!r}")
+        if func == "cardinality" and param not in CARDINALITY_FIELDS:
+            raise ValueError(f"cardinality needs a parameter among {', '.join(CARDINALITY_FIELDS)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +198,9 @@ class ResourceInfo:
 class Statistic:
     """Aggregates of one meter over one period (the whole range when no period is asked).
 
-    ``groupby`` and ``aggregate`` are read-only: the statistics of one answer may
-    share them (a group's statistics share its ``groupby``).
+    Times are timezone-aware UTC. ``groupby`` and ``aggregate`` are read-only: the
+    statistics of one answer may share them (a group's statistics share its
+    ``groupby``).
     """
 
     unit: str

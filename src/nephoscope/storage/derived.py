@@ -21,14 +21,12 @@ import orjson
 
 from nephoscope.counter import TYPE_GAUGE
 from nephoscope.storage.base import (
-    AGGREGATE_FUNCTIONS,
-    CARDINALITY_FIELDS,
-    GROUPBY_FIELDS,
     Aggregate,
     SampleFilter,
     Statistic,
     Store,
     StoredSample,
+    check_statistics_args,
 )
 from nephoscope.storage.rates import (
     NotCumulative,
@@ -197,6 +195,7 @@ def derived_statistics(
     aggregates: Sequence[Aggregate] = (),
 ) -> list[Statistic]:
     """Statistics of a derived meter, as :meth:`Store.statistics` gives a stored one's."""
+    check_statistics_args(period, groupby, aggregates)  # before reading any sample
     made = derive(meter, ordered_samples(store, replace(query, meter=meter.source)))
     return summarise(made, query.since, period, groupby, aggregates)
 
@@ -261,15 +260,7 @@ def summarise(
     """Statistics of ``samples`` with the store's rules: buckets of ``period`` seconds from
     ``since`` (else from the first sample), only those holding samples, split by unit and
     ``groupby``, oldest first."""
-    for name in groupby:
-        if name not in GROUPBY_FIELDS and not (
-            name.startswith("metadata.") and len(name) > len("metadata.")
-        ):
-            raise ValueError(
-                f"cannot group by {name!r}: use {', '.join(GROUPBY_FIELDS)} or metadata.<key>"
-            )
-    if period is not None and period <= 0:
-        raise ValueError(f"period must be a positive number of seconds, not {period}")
+    check_statistics_args(period, groupby, aggregates)
     chosen = list(samples)
     if not chosen:
         return []
@@ -319,16 +310,12 @@ def _aggregates(
     mean: float,
     aggregates: Sequence[Aggregate],
 ) -> dict[str, float]:
+    """The asked aggregates of one statistic (already checked by check_statistics_args)."""
     computed: dict[str, float] = {}
     for func, param in dict.fromkeys(aggregates):
-        if func not in AGGREGATE_FUNCTIONS:
-            raise ValueError(f"unknown aggregate function {func!r}")
         if func == "cardinality":
-            if param not in CARDINALITY_FIELDS:
-                raise ValueError(
-                    f"cardinality needs a parameter among {', '.join(CARDINALITY_FIELDS)}"
-                )
-            computed[f"cardinality/{param}"] = float(len({getattr(s, param) for s in members}))
+            field = str(param)
+            computed[f"cardinality/{field}"] = float(len({getattr(s, field) for s in members}))
         elif func == "stddev":
             mean_square = math.fsum(v * v for v in volumes) / len(volumes)
             computed["stddev"] = math.sqrt(max(0.0, mean_square - mean * mean))

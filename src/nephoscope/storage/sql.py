@@ -39,8 +39,6 @@ from nephoscope.counter import Counter
 from nephoscope.storage import StoreError, rollups
 from nephoscope.storage import schema as tables
 from nephoscope.storage.base import (
-    AGGREGATE_FUNCTIONS,
-    CARDINALITY_FIELDS,
     CONDITION_FIELDS,
     CONDITION_OPERATORS,
     GROUPBY_FIELDS,
@@ -56,6 +54,7 @@ from nephoscope.storage.base import (
     StoredSample,
     StoreStatus,
     WriteResult,
+    check_statistics_args,
 )
 
 LOG = logging.getLogger(__name__)
@@ -1095,17 +1094,9 @@ class SQLStore:
         """
         if query.meter is None:
             raise ValueError("statistics needs a meter")
-        if period is not None and period <= 0:
-            raise ValueError(f"period must be a positive number of seconds, not {period}")
-        group_columns = [self._group_column(name) for name in groupby]
         wanted = list(dict.fromkeys(aggregates))
-        for func, param in wanted:
-            if func not in AGGREGATE_FUNCTIONS:
-                raise ValueError(f"unknown aggregate function {func!r}")
-            if func == "cardinality" and param not in CARDINALITY_FIELDS:
-                raise ValueError(
-                    f"cardinality needs a parameter among {', '.join(CARDINALITY_FIELDS)}"
-                )
+        check_statistics_args(period, groupby, wanted)
+        group_columns = [self._group_column(name) for name in groupby]
         distinct_of = [param for func, param in wanted if func == "cardinality" and param]
         by_metadata = bool(query.metadata) or any(name.startswith("metadata.") for name in groupby)
         since = None if query.since is None else to_micros(query.since)
@@ -1336,13 +1327,10 @@ class SQLStore:
         )
 
     def _group_column(self, name: str) -> sa.ColumnElement[Any]:
+        """The column of a groupby name that check_statistics_args let through."""
         if name in GROUPBY_FIELDS:
             return tables.series.c[name]
-        if name.startswith("metadata.") and len(name) > len("metadata."):
-            return self._metadata_path(tables.metadata_bodies.c.body, name[len("metadata.") :])
-        raise ValueError(
-            f"cannot group by {name!r}: use {', '.join(GROUPBY_FIELDS)} or metadata.<key>"
-        )
+        return self._metadata_path(tables.metadata_bodies.c.body, name[len("metadata.") :])
 
     def _has_samples(self, query: SampleFilter) -> sa.Exists:
         # Time filters apply to a series' samples; a series with none left is not listed.

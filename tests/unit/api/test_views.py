@@ -73,7 +73,10 @@ def test_statistics_view_names_each_group_as_asked() -> None:
         statistic("vm1", 1, vm1),
         statistic("vm2", 1, dict(vm2)),
     ]
-    views = json.loads(_json(statistics_view(stats, {"resource_id": "resource"}, False)).body)
+    made = statistics_view(stats, {"resource_id": "resource"}, False)
+    # Times stay datetimes, naive UTC, for the encoder to write (not text made per field).
+    assert made[0]["duration_start"] == datetime(2026, 11, 26, 12, 0, 1, 500000)
+    views = json.loads(_json(made).body)
     assert [(v["groupby"], v["period_start"]) for v in views] == [
         ({"resource": "vm1"}, "2026-11-26T12:00:00"),
         ({"resource": "vm2"}, "2026-11-26T12:00:00"),
