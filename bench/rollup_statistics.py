@@ -688,12 +688,14 @@ def fill_and_query(
             )
             print(f"  statistics, store level, {args.repetitions} runs each:", flush=True)
             # As the API server does once started: start-up (and here the fill's
-            # survivors) out of the collector's full collections.
+            # survivors) out of the collector's full collections, young ones rarer.
+            threshold = gc.get_threshold()
             settle_heap()
             try:
                 result["queries"] = store_queries(store, shape, args.repetitions)
             finally:
                 gc.unfreeze()
+                gc.set_threshold(*threshold)
         finally:
             store.close()
         if args.api:

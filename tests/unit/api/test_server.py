@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nephoscope.api.server import ApiServer, app_from_environment
+from nephoscope.api.server import YOUNG_COLLECTION_THRESHOLD, ApiServer, app_from_environment
 from nephoscope.cli import app
 from nephoscope.config import CONFIG_ENV
 
@@ -21,10 +21,12 @@ def config(tmp_path: Path) -> Iterator[Path]:
         f"store: {{url: 'sqlite:///{tmp_path / 'store.db'}'}}\napi: {{auth: none}}\n",
         encoding="utf-8",
     )
+    threshold = gc.get_threshold()
     gc.unfreeze()
     yield path
     # The rest of the test session collects as before.
     gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 def test_each_worker_freezes_its_heap_once_its_app_is_built(
@@ -34,6 +36,7 @@ def test_each_worker_freezes_its_heap_once_its_app_is_built(
     assert gc.get_freeze_count() == 0
     app_from_environment()
     assert gc.get_freeze_count() > 0
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD
 
 
 def test_nephoscope_api_freezes_its_heap_before_serving(
