@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
+from tests.unit import cli_support
+from tests.unit.cli_support import store_config
 
-from nephoscope.cli import app
-from nephoscope.config import StoreSettings
 from nephoscope.counter import Counter
-from nephoscope.storage import open_store
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -66,22 +63,12 @@ SAMPLES = [
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.upper().startswith("NEPHOSCOPE_") and "BUFFER" not in name.upper():
-            monkeypatch.delenv(name)
     monkeypatch.setenv("COLUMNS", "200")  # tables unfolded
-    url = f"sqlite:///{tmp_path / 'statistics.db'}"
-    store = open_store(StoreSettings(url=url))
-    store.write_batch(SAMPLES)
-    store.close()
-    path = tmp_path / "nephoscope.yaml"
-    path.write_text(f"store:\n  url: {url}\n", encoding="utf-8")
-    return path
+    return store_config(tmp_path, monkeypatch, SAMPLES)
 
 
 def run(config: Path, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, ["statistics", "--config", str(config), *args])
-    return result.exit_code, result.stdout, result.stderr
+    return cli_support.run("statistics", config, *args)
 
 
 def lines(config: Path, *args: str) -> list[dict[str, Any]]:

@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
+from tests.unit import cli_support
+from tests.unit.cli_support import store_config
 from tests.unit.storage.history import P1_WHOLE, history
-from typer.testing import CliRunner
-
-from nephoscope.cli import app
-from nephoscope.config import StoreSettings
-from nephoscope.storage import open_store
 
 WINDOW = ["--since", "2026-03-02T10:00:00", "--until", "2026-03-02T12:00:00"]
 
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in list(os.environ):
-        if name.upper().startswith("NEPHOSCOPE_") and "BUFFER" not in name.upper():
-            monkeypatch.delenv(name)
-    url = f"sqlite:///{tmp_path / 'usage.db'}"
-    store = open_store(StoreSettings(url=url))
-    store.write_batch(history())
-    store.close()
-    path = tmp_path / "nephoscope.yaml"
-    path.write_text(f"store:\n  url: {url}\n", encoding="utf-8")
-    return path
+    return store_config(tmp_path, monkeypatch, history())
 
 
 def run(config: Path, *args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, ["usage", "--config", str(config), *args])
-    return result.exit_code, result.stdout, result.stderr
+    return cli_support.run("usage", config, *args)
 
 
 def test_usage_as_json_lines(config: Path) -> None:
