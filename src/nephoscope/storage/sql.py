@@ -117,6 +117,9 @@ ROLLUP_MOVE_EVERY: Final = 16
 CACHE_LIMIT: Final = 100_000
 #: An arbitrary constant: the PostgreSQL advisory lock held while migrating.
 _MIGRATION_LOCK: Final = 0x6E6570686F
+#: Another: held shared by each PostgreSQL batch, and alone by an upgrade from
+#: before it migrates until it has applied the archive policy.
+_POLICY_LOCK: Final = 0x6E657068726F
 #: Execution option that makes a SQLite transaction take the write lock at BEGIN.
 _WRITE_OPTION: Final = "nephoscope_write"
 
@@ -328,6 +331,10 @@ class SQLStore:
             if self.dialect_name == "postgresql":
                 # Two services starting together must not both create the tables.
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+                # Then the batches in flight end (the rollups built below must hold
+                # their samples), and later ones wait to read the levels recorded
+                # here: as on SQLite, where the upgrade holds the only write lock.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_POLICY_LOCK)))
             if current != head:
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
@@ -468,6 +475,8 @@ class SQLStore:
         new_metadata: dict[bytes, int],
     ) -> int:
         if self.dialect_name == "postgresql":
+            # Not while an upgrade applies the archive policy (see upgrade).
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(_POLICY_LOCK)))
             # Unique keys in one order in every writer: concurrent PostgreSQL
             # transactions then take row locks in one order and cannot deadlock.
             # (SQLite writers take the whole database in turn; no need there.)

@@ -139,3 +139,60 @@ def test_binary_reads_raise_sqlalchemy_errors(store: SQLStore) -> None:
     missing = sa.table("no_such_table", sa.column("x"))
     with store.engine.connect() as conn, pytest.raises(sa.exc.ProgrammingError):
         sql._fetch_numbers(conn, sa.select(missing.c.x))
+
+
+def test_an_upgrade_waits_for_batches_in_flight_and_rolls_up_their_samples(
+    postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hours = {"default": [{"granularity": "1h"}]}
+    minutes_too = {"default": [{"granularity": "1m"}, {"granularity": "1h"}]}
+    writer = open_store(StoreSettings(url=postgresql_url, archive_policy=hours))
+    assert isinstance(writer, SQLStore)
+    samples = [counter(float(i), BASE + timedelta(minutes=i)) for i in range(120)]
+    writer.write_batch(samples[:60])
+    # The writer's next batch stops after it has stored its samples and read which
+    # levels its meter keeps (hours only), before it commits.
+    read_levels, go_on = threading.Event(), threading.Event()
+    levels_of = SQLStore._meter_granularities
+
+    def paused(self: SQLStore, conn: sa.Connection, names: set[str]) -> Any:
+        found = levels_of(self, conn, names)
+        if self is writer and not read_levels.is_set():
+            read_levels.set()
+            go_on.wait(30)
+        return found
+
+    monkeypatch.setattr(SQLStore, "_meter_granularities", paused)
+    batch = threading.Thread(target=writer.write_batch, args=(samples[60:],))
+    batch.start()
+    assert read_levels.wait(30)
+    # Meanwhile another process upgrades to a policy that adds minutes, built from
+    # the samples stored so far.
+    upgraded: list[SQLStore] = []
+
+    def upgrade() -> None:
+        store = open_store(StoreSettings(url=postgresql_url, archive_policy=minutes_too))
+        assert isinstance(store, SQLStore)
+        upgraded.append(store)
+
+    upgrading = threading.Thread(target=upgrade)
+    upgrading.start()
+    # Until the upgrade is done or waits for the batch: then the batch may commit.
+    with writer.engine.connect() as conn:
+        waiting = sa.text(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        )
+        while upgrading.is_alive() and not conn.execute(waiting).scalar():
+            upgrading.join(0.05)
+            conn.rollback()
+    go_on.set()
+    batch.join(30)
+    upgrading.join(30)
+    assert upgraded, "the upgrade failed"
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=2))
+    by_minute = upgraded[0].statistics(query, 60)
+    # The batch in flight counts in the minutes too: the upgrade built them after it.
+    assert len(by_minute) == 120 and all(s.count == 1 for s in by_minute)
+    assert [s.sum for s in by_minute] == [float(i) for i in range(120)]
+    writer.close()
+    upgraded[0].close()
