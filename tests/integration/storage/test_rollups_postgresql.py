@@ -147,8 +147,9 @@ def test_an_upgrade_waits_for_batches_in_flight_and_rolls_up_their_samples(
     hours = {"default": [{"granularity": "1h"}]}
     minutes_too = {"default": [{"granularity": "1m"}, {"granularity": "1h"}]}
     writer = open_store(StoreSettings(url=postgresql_url, archive_policy=hours))
-    assert isinstance(writer, SQLStore)
-    samples = [counter(float(i), BASE + timedelta(minutes=i)) for i in range(120)]
+    later = open_store(StoreSettings(url=postgresql_url, archive_policy=hours))
+    assert isinstance(writer, SQLStore) and isinstance(later, SQLStore)
+    samples = [counter(float(i), BASE + timedelta(minutes=i)) for i in range(180)]
     writer.write_batch(samples[:60])
     # The writer's next batch stops after it has stored its samples and read which
     # levels its meter keeps (hours only), before it commits.
@@ -163,36 +164,56 @@ def test_an_upgrade_waits_for_batches_in_flight_and_rolls_up_their_samples(
         return found
 
     monkeypatch.setattr(SQLStore, "_meter_granularities", paused)
-    batch = threading.Thread(target=writer.write_batch, args=(samples[60:],))
-    batch.start()
-    assert read_levels.wait(30)
-    # Meanwhile another process upgrades to a policy that adds minutes, built from
-    # the samples stored so far.
+    failures: list[BaseException] = []
     upgraded: list[SQLStore] = []
+
+    def run(call: Any, *args: Any) -> None:
+        try:
+            call(*args)
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
 
     def upgrade() -> None:
         store = open_store(StoreSettings(url=postgresql_url, archive_policy=minutes_too))
         assert isinstance(store, SQLStore)
         upgraded.append(store)
 
-    upgrading = threading.Thread(target=upgrade)
-    upgrading.start()
-    # Until the upgrade is done or waits for the batch: then the batch may commit.
-    with writer.engine.connect() as conn:
-        waiting = sa.text(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-        )
-        while upgrading.is_alive() and not conn.execute(waiting).scalar():
-            upgrading.join(0.05)
-            conn.rollback()
-    go_on.set()
-    batch.join(30)
-    upgrading.join(30)
-    assert upgraded, "the upgrade failed"
-    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=2))
+    in_flight = threading.Thread(target=run, args=(writer.write_batch, samples[60:120]))
+    # Another process upgrades to a policy that adds minutes, while that batch is in
+    # flight; a third batch starts while the upgrade waits.
+    upgrading = threading.Thread(target=run, args=(upgrade,))
+    after = threading.Thread(target=run, args=(later.write_batch, samples[120:]))
+    waiting_for_the_lock = sa.text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = :high AND objid = :low"
+    ).bindparams(high=sql._POLICY_LOCK >> 32, low=sql._POLICY_LOCK & 0xFFFFFFFF)
+
+    def until(waiters: int, thread: threading.Thread) -> None:
+        """Until ``waiters`` wait for the policy lock, or ``thread`` has ended."""
+        with writer.engine.connect() as conn:
+            while thread.is_alive() and conn.execute(waiting_for_the_lock).scalar_one() < waiters:
+                thread.join(0.05)
+                conn.rollback()
+
+    try:
+        in_flight.start()
+        assert read_levels.wait(30)
+        upgrading.start()
+        until(1, upgrading)
+        after.start()
+        until(2, after)
+    finally:
+        go_on.set()
+        for thread in (in_flight, upgrading, after):
+            thread.join(60)
+    assert not any(t.is_alive() for t in (in_flight, upgrading, after)), "a writer hangs"
+    assert not failures, failures
+    query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=3))
     by_minute = upgraded[0].statistics(query, 60)
-    # The batch in flight counts in the minutes too: the upgrade built them after it.
-    assert len(by_minute) == 120 and all(s.count == 1 for s in by_minute)
-    assert [s.sum for s in by_minute] == [float(i) for i in range(120)]
-    writer.close()
-    upgraded[0].close()
+    # The batch in flight counts in the minutes too, built after it committed; the
+    # batch after the upgrade wrote its minutes itself.
+    assert [(s.count, s.sum) for s in by_minute] == [(1, float(i)) for i in range(180)]
+    assert by_minute == upgraded[0].statistics(query, 60, rollups=False)
+    for store in (writer, later, upgraded[0]):
+        store.close()
