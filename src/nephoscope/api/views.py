@@ -143,6 +143,7 @@ def statistics_view(
     # One loop over thousands: the time conversion inlined (see naive_utc) and each
     # group's mapping (shared by its statistics, see Statistic) renamed once.
     epoch, naive_epoch = _EPOCH, _NAIVE_EPOCH
+    # By id: each entry holds its mapping, so no other object can take that id.
     groups: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] = {}
     views = []
     for stat in stats:
@@ -150,7 +151,7 @@ def statistics_view(
         group: dict[str, Any] | None = None
         if stat.groupby:
             found = groups.get(id(stat.groupby))
-            if found is None or found[0] is not stat.groupby:
+            if found is None:
                 named = {groupby_names[key]: value for key, value in stat.groupby.items()}
                 found = groups[id(stat.groupby)] = (stat.groupby, named)
             group = found[1]
