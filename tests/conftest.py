@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -46,6 +47,8 @@ def _private_agent_buffer(
     # later, wherever its bus then is: tests must never share the user's buffer.
     path = tmp_path_factory.mktemp("agent-buffer") / "agent-buffer.db"
     monkeypatch.setenv("NEPHOSCOPE_PUBLISHER__BUFFER__PATH", str(path))
+    # Nor the metering secret `nephoscope run` keeps in the user's config directory.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
 
 
 @pytest.fixture
@@ -54,14 +57,14 @@ def rabbitmq_url() -> str:
     return RABBITMQ_URL
 
 
-@pytest.fixture
-def postgresql_url() -> Iterator[str]:
-    """A URL to a fresh, empty PostgreSQL database, dropped afterwards."""
+@contextmanager
+def fresh_postgresql_database(prefix: str = "nephoscope_test") -> Iterator[str]:
+    """A URL to a new, empty PostgreSQL database, dropped on leaving (its sessions ended)."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
     import sqlalchemy as sa
 
     admin = sa.create_engine(POSTGRESQL_URL, isolation_level="AUTOCOMMIT")
-    name = f"nephoscope_test_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.make_url(POSTGRESQL_URL).set(database=name)
@@ -78,3 +81,10 @@ def postgresql_url() -> Iterator[str]:
             )
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture
+def postgresql_url() -> Iterator[str]:
+    """A URL to a fresh, empty PostgreSQL database, dropped afterwards."""
+    with fresh_postgresql_database() as url:
+        yield url

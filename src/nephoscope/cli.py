@@ -20,11 +20,18 @@ from rich.logging import RichHandler
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from nephoscope.config import ConfigError, Settings, load_settings, parse_duration
+from nephoscope.config import (
+    ConfigError,
+    Settings,
+    ensure_local_secret,
+    load_settings,
+    parse_duration,
+)
 
 if TYPE_CHECKING:
     from nephoscope.agent import AgentManager
     from nephoscope.api.server import ApiServer
+    from nephoscope.collector import Collector
     from nephoscope.messaging.publisher import Publisher
     from nephoscope.notification import NotificationProcessor
     from nephoscope.notification.listener import NotificationListener
@@ -228,6 +235,15 @@ def _agent(
         fail(str(exc))
 
 
+def _collector(settings: Settings, store: Store) -> Collector:
+    from nephoscope.collector import Collector
+
+    try:
+        return Collector(settings, store)
+    except ConfigError as exc:
+        fail(f"bad configuration: {exc}")
+
+
 def _api_server(settings: Settings, store: Store) -> ApiServer:
     from nephoscope.api.server import ApiServer
 
@@ -289,13 +305,18 @@ def api(
 @app.command()
 def run(config: ConfigOption = None) -> None:
     """Agent, collector and HTTP API in one process: meter this host into the store."""
-    from nephoscope.collector import Collector
 
     settings = settings_from(config)
+    if settings.bus.url.startswith("memory:"):
+        # Embedded: this user's own secret, made on first start, never the published one.
+        try:
+            settings = ensure_local_secret(settings)
+        except (ConfigError, OSError) as exc:
+            fail(f"metering_secret: {exc}")
     _warn_defaults(settings)
     with opened_store(settings) as store:
+        collector = _collector(settings, store)
         api_server = _start_api(settings, store)
-        collector = Collector(settings, store)
         publisher = _publisher(settings)
         agent = _agent(settings, publisher, None)
         agent_stop, collector_stop = threading.Event(), threading.Event()
@@ -372,11 +393,10 @@ def agent(
 @app.command()
 def collector(config: ConfigOption = None) -> None:
     """Consume meter messages from the bus and store them."""
-    from nephoscope.collector import Collector
 
     settings = settings_from(config)
     with opened_store(settings) as store:
-        service = Collector(settings, store)
+        service = _collector(settings, store)
         stop = threading.Event()
         _stop_on_signals(stop)
         out.print(f"collector: {service.bus.safe_url} -> {settings.store.url}")

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import secrets
 import socket
 from datetime import timedelta
 from fnmatch import fnmatchcase
@@ -37,7 +39,11 @@ __all__ = [
     "ConfigError",
     "Settings",
     "data_dir",
+    "ensure_local_secret",
+    "is_loopback",
     "load_settings",
+    "local_secret_file",
+    "refuse_default_secret",
 ]
 
 #: Environment variable naming the config file when ``--config`` is not given.
@@ -52,6 +58,74 @@ class ConfigError(Exception):
 def data_dir() -> Path:
     """Where the embedded store and agent state live unless configured otherwise."""
     return platformdirs.user_data_path("nephoscope")
+
+
+def local_secret_file() -> Path:
+    """Where ``nephoscope run`` keeps the metering secret it made for this user."""
+    return platformdirs.user_config_path("nephoscope") / "metering_secret"
+
+
+def ensure_local_secret(settings: Settings) -> Settings:
+    """``settings`` with this user's own metering secret when none is configured.
+
+    The secret is made at random on first use and kept (readable by the user
+    only) in :func:`local_secret_file`, which :func:`load_settings` reads from
+    then on, so every command of this user agrees on it.
+    """
+    if not settings.uses_default_secret:
+        return settings
+    path = local_secret_file()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two first starts at once keep the one secret written first.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
+    return _with_local_secret(settings)
+
+
+def _with_local_secret(settings: Settings) -> Settings:
+    if not settings.uses_default_secret:
+        return settings
+    path = local_secret_file()
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return settings
+    except OSError as exc:
+        raise ConfigError(f"metering_secret: cannot read {path}: {exc.strerror or exc}") from None
+    if not secret:
+        raise ConfigError(f"metering_secret: {path} is empty: delete it or write a secret in it")
+    return settings.model_copy(update={"metering_secret": secret})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_default_secret(settings: Settings, where: str) -> None:
+    """Raise :class:`ConfigError` if ``settings`` sign with the published default secret.
+
+    ``where`` says what makes the process reachable by others (a shared bus, an
+    address beyond loopback): there, anyone who read the documentation could
+    forge samples that verify.
+    """
+    if settings.uses_default_secret:
+        raise ConfigError(
+            f"metering_secret is the published default and {where}: anyone could sign "
+            "samples that verify. Set metering_secret (the same on every agent, collector "
+            "and API) in the config file or NEPHOSCOPE_METERING_SECRET"
+        )
 
 
 class Section(BaseModel):
@@ -298,6 +372,26 @@ class PollingSettings(Section):
         return sources
 
 
+class ApiLimits(Section):
+    """Bounds on what one request may ask; past one the answer is 400 (413 for the body)."""
+
+    #: Largest request body, in bytes (a sample posted is some 500 bytes).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    #: Most samples in one ``POST /v2/meters/{name}``.
+    max_posted_samples: int = Field(default=1_000, ge=1)
+    #: Most ``q.field`` conditions in one simple query.
+    max_conditions: int = Field(default=64, ge=1, le=500)
+    #: Most ``groupby`` keys of one statistics query.
+    max_groupby: int = Field(default=16, ge=1, le=64)
+    #: Most expressions (operators, conditions and ``in`` values together) in one
+    #: complex query filter.
+    max_filter_nodes: int = Field(default=256, ge=1, le=4_000)
+    #: Most values in one ``in`` of a complex query.
+    max_in_values: int = Field(default=100, ge=1, le=4_000)
+    #: Longest ``q.value`` and complex-query string value, in characters.
+    max_value_length: int = Field(default=1_024, ge=255, le=65_536)
+
+
 class ApiSettings(Section):
     """The HTTP query API (Ceilometer v2 compatible)."""
 
@@ -310,6 +404,22 @@ class ApiSettings(Section):
     auth: Literal["keystone-less", "none"] = "keystone-less"
     #: YAML token file: token -> ``project_id``, ``user_id``, ``roles`` (``admin`` sees all).
     tokens: Path | None = None
+    #: Roles that read and write every project's data.
+    admin_roles: list[str] = Field(default_factory=lambda: ["admin"], min_length=1)
+    #: Roles that post samples for any project (agents that meter for others) but read
+    #: only their own project, as members do.
+    service_roles: list[str] = Field(default_factory=lambda: ["service"])
+    #: Base of the links in answers (``https://metering.example.com``); empty: links
+    #: are relative (``/v2/...``). Never taken from the request's ``Host`` header.
+    public_url: str = ""
+    limits: ApiLimits = Field(default_factory=ApiLimits)
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if value and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, or empty")
+        return value.rstrip("/")
 
 
 class LibvirtSettings(Section):
@@ -481,7 +591,7 @@ def load_settings(path: Path | str | None = None) -> Settings:
     if unknown:
         raise ConfigError(f"environment: {', '.join(unknown)}: unknown key")
     try:
-        return Settings(**data)
+        return _with_local_secret(Settings(**data))
     except ValidationError as exc:
         raise ConfigError(f"{where}{_describe(exc)}") from None
     except SettingsError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ class InvalidCounter(ValueError):
         self.reason = reason
 
 
+#: Volumes are stored as floats: an integer beyond this cannot be.
+_FLOAT_MAX: Final = sys.float_info.max
 #: Stands for "no resource_metadata given": each such counter gets a new dict.
 _NEW_DICT: Final[Any] = object()
 
@@ -111,7 +114,10 @@ class Counter:
         if kind is float:
             if not math.isfinite(volume):
                 raise InvalidCounter("volume", f"{volume!r} is not a finite number")
-        elif kind is not int:
+        elif kind is int:
+            if not -_FLOAT_MAX <= volume <= _FLOAT_MAX:
+                raise InvalidCounter("volume", "is beyond what a float holds")
+        else:
             if isinstance(volume, bool) or not isinstance(volume, (int, float)):
                 raise InvalidCounter("volume", f"{volume!r} is not a number")
             if isinstance(volume, float) and not math.isfinite(volume):

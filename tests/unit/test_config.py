@@ -1,8 +1,17 @@
+import stat
 from pathlib import Path
 
 import pytest
 
-from nephoscope.config import ConfigError, load_settings
+from nephoscope.config import (
+    ConfigError,
+    Settings,
+    ensure_local_secret,
+    is_loopback,
+    load_settings,
+    local_secret_file,
+    refuse_default_secret,
+)
 
 
 def write(tmp_path: Path, text: str, name: str = "nephoscope.yaml") -> Path:
@@ -112,3 +121,54 @@ def test_polling_file_with_duplicate_names(tmp_path: Path) -> None:
 def test_empty_values_that_would_meter_nothing(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError):
         load_settings(write(tmp_path, text))
+
+
+# -- the metering secret -------------------------------------------------------------------
+
+
+def test_run_makes_a_secret_of_its_own_once_and_every_command_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NEPHOSCOPE_CONFIG", raising=False)
+    settings = load_settings()
+    assert settings.uses_default_secret and not local_secret_file().exists()
+    mine = ensure_local_secret(settings)
+    path = local_secret_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert not mine.uses_default_secret and len(mine.metering_secret) >= 32
+    assert ensure_local_secret(settings).metering_secret == mine.metering_secret
+    assert load_settings().metering_secret == mine.metering_secret
+
+
+def test_a_configured_secret_wins_over_the_local_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NEPHOSCOPE_CONFIG", raising=False)
+    ensure_local_secret(load_settings())
+    path = write(tmp_path, "metering_secret: ours\n")
+    assert load_settings(path).metering_secret == "ours"
+    assert ensure_local_secret(load_settings(path)).metering_secret == "ours"
+
+
+def test_the_published_secret_is_refused_where_others_could_use_it() -> None:
+    default = Settings()
+    with pytest.raises(ConfigError, match="metering_secret is the published default"):
+        refuse_default_secret(default, "the bus is shared")
+    refuse_default_secret(Settings(metering_secret="s3cr3t"), "the bus is shared")
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.5", False),
+        ("metering.example.org", False),
+    ],
+)
+def test_loopback_hosts(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback

@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, cast
 
 import orjson
 from fastapi import Body, Depends, FastAPI, Header, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
+from starlette.convertors import PathConvertor, register_url_convertor
 from uuid_utils import uuid7
 
 from nephoscope.api.auth import Authenticator, Principal
 from nephoscope.api.errors import ApiError, ClientError, install_handlers
+from nephoscope.api.guard import Guard, principal_of
 from nephoscope.api.query import SAMPLE_FIELDS, check_text, parse_time, read_query, scoped
 from nephoscope.api.query import Query as ReadQuery
 from nephoscope.api.views import (
@@ -24,16 +34,18 @@ from nephoscope.api.views import (
     sample_view,
     statistics_view,
 )
-from nephoscope.config import Settings
+from nephoscope.config import ApiLimits, Settings
 from nephoscope.counter import Counter
 from nephoscope.messaging.errors import RejectedMessage
 from nephoscope.messaging.meter import message_to_counter
 from nephoscope.signing import SIGNATURE_FIELD, compute_signature
+from nephoscope.storable import MAX_ID_LENGTH, check_metadata
 from nephoscope.storage.base import (
     AGGREGATE_FUNCTIONS,
     CARDINALITY_FIELDS,
     GROUPBY_FIELDS,
     MAX_PERIOD,
+    Condition,
     SampleFilter,
     Store,
 )
@@ -51,6 +63,16 @@ MAX_LIMIT: Final = 1_000_000
 METER_FIELDS: Final = ("resource_id", "project_id", "user_id", "source", "timestamp", "meter")
 #: The longest gap ``/v2/usage`` bridges: 31 days.
 MAX_USAGE_GAP: Final = 31 * 86_400
+
+
+class _AnyPath(PathConvertor):
+    """A path parameter of any characters: Starlette's ``path`` stops at a newline,
+    which a resource id may hold."""
+
+    regex = "(?s:.*)"
+
+
+register_url_convertor("any_path", _AnyPath())
 
 Token = Annotated[str | None, Header(alias="X-Auth-Token")]
 QField = Annotated[list[str] | None, Query(alias="q.field", description="Field to filter on.")]
@@ -82,8 +104,8 @@ def _json_default(value: Any) -> str:
 
 
 def _principal(request: Request, token: Token = None) -> Principal:
-    authenticate: Authenticator = request.app.state.authenticate
-    return authenticate(token)
+    # The token parameter documents the header; Guard read it before the body.
+    return principal_of(request.scope)
 
 
 Caller = Annotated[Principal, Depends(_principal)]
@@ -97,7 +119,7 @@ class SampleIn(BaseModel):
     counter_name: str | None = None
     counter_type: str | None = None
     counter_unit: str | None = None
-    counter_volume: float | None = None
+    counter_volume: StrictInt | StrictFloat | str | None = None
     user_id: str | None = None
     project_id: str | None = None
     resource_id: str | None = None
@@ -111,11 +133,21 @@ class SampleIn(BaseModel):
 class ComplexQueryIn(BaseModel):
     """The body of ``/v2/query/samples``: ``filter`` and ``orderby`` are JSON text."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     filter: str | None = None
     orderby: str | None = None
     limit: int | None = None
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        # python-ceilometerclient sends the limit as it was typed: a string of
+        # digits, which Ceilometer read as the number. Nothing else stands for one
+        # (``true`` became 1, ``5.5`` became 5).
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 7:
+            return int(value)
+        return value
 
 
 CAPABILITIES: Final = {
@@ -171,11 +203,12 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.authenticate = auth
+    limits = settings.api.limits
+    app.add_middleware(Guard, authenticate=auth, max_body_bytes=limits.max_body_bytes)
     install_handlers(app)
-
-    def base_url(request: Request) -> str:
-        return str(request.base_url).rstrip("/")
+    # Links start with the configured public URL, or are relative: never the
+    # request's Host header, which the caller chooses.
+    base_url = settings.api.public_url
 
     @app.get("/", include_in_schema=False)
     def root() -> dict[str, Any]:
@@ -190,7 +223,7 @@ def create_app(
         caller: Caller,
         q: SimpleQuery,
     ) -> Response:
-        query = read_query(caller, *q, allowed=METER_FIELDS)
+        query = read_query(caller, *q, limits=limits, allowed=METER_FIELDS)
         if not query.possible:
             return _json([])
         return _json([meter_view(m) for m in store.meters(query.filter)])
@@ -202,7 +235,7 @@ def create_app(
         q: SimpleQuery,
         limit: Limit = None,
     ) -> Response:
-        query = _meter_query(caller, meter_name, q)
+        query = _meter_query(caller, meter_name, q, limits)
         if not query.possible:
             return _json([])
         derived = derived_meter(store, query.filter)
@@ -219,12 +252,16 @@ def create_app(
         samples: Annotated[list[dict[str, Any]], Body(description="Samples (OldSample)")],
     ) -> Response:
         check_text(meter_name, "meter name")
+        if len(samples) > limits.max_posted_samples:
+            raise ClientError(
+                f"{len(samples)} samples: at most {limits.max_posted_samples} in one request "
+                "(api.limits.max_posted_samples)"
+            )
         counters = [
             _counter(settings, caller, meter_name, sample, index)
             for index, sample in enumerate(samples)
         ]
-        if counters:
-            store.write_batch(counters)
+        _store_new(store, counters)
         recorded = isotime(datetime.now(UTC))
         posted = [
             {
@@ -255,10 +292,16 @@ def create_app(
         aggregate_func: Annotated[list[str] | None, Query(alias="aggregate.func")] = None,
         aggregate_param: Annotated[list[str] | None, Query(alias="aggregate.param")] = None,
     ) -> Response:
-        query = _meter_query(caller, meter_name, q)
+        query = _meter_query(caller, meter_name, q, limits)
         names: dict[str, str] = {}
+        if len(groupby or ()) > limits.max_groupby:
+            raise ClientError(
+                f"at most {limits.max_groupby} groupby fields (api.limits.max_groupby)"
+            )
+        if len(aggregate_func or ()) > len(AGGREGATE_FUNCTIONS) + len(CARDINALITY_FIELDS):
+            raise ClientError("too many aggregate.func: ask each function once")
         for name in groupby or []:
-            check_text(name, "groupby")
+            check_text(name, "groupby", MAX_ID_LENGTH + len("resource_metadata."))
             key = name
             if key.startswith("resource_metadata."):
                 key = "metadata." + key[len("resource_metadata.") :]
@@ -347,7 +390,7 @@ def create_app(
         q: SimpleQuery,
         limit: Limit = None,
     ) -> Response:
-        query = read_query(caller, *q)
+        query = read_query(caller, *q, limits=limits)
         if not query.possible:
             return _json([])
         samples = store.samples(query.filter, limit=limit or DEFAULT_LIMIT)
@@ -364,49 +407,44 @@ def create_app(
 
     @app.get("/v2/resources")
     def list_resources(
-        request: Request,
         caller: Caller,
         q: SimpleQuery,
         meter_links: Annotated[int, Query(ge=0, le=1)] = 1,
     ) -> Response:
-        query = read_query(caller, *q)
+        query = read_query(caller, *q, limits=limits)
         if not query.possible:
             return _json([])
-        url = base_url(request)
-        views = [resource_view(r, url) for r in store.resources(query.filter)]
+        views = [resource_view(r, base_url) for r in store.resources(query.filter)]
         if not meter_links:
             for view in views:
                 view["links"] = view["links"][:1]
         return _json(views)
 
-    @app.get("/v2/resources/{resource_id:path}")
-    def get_resource(request: Request, resource_id: str, caller: Caller) -> Response:
+    @app.get("/v2/resources/{resource_id:any_path}")
+    def get_resource(resource_id: str, caller: Caller) -> Response:
         check_text(resource_id, "resource id")
         query = scoped(caller, ReadQuery(SampleFilter(resource_id=resource_id)))
         found = store.resources(query.filter) if query.possible else []
         if not found:
             raise ApiError(404, f"Resource {resource_id} Not Found")
-        return _json(resource_view(found[0], base_url(request)))
+        return _json(resource_view(found[0], base_url))
 
     @app.post("/v2/query/samples")
     def query_samples(caller: Caller, body: ComplexQueryIn) -> Response:
         from nephoscope.api.complex import run_complex_query
 
-        samples = run_complex_query(store, caller, body.filter, body.orderby, body.limit)
+        samples = run_complex_query(store, caller, body.filter, body.orderby, body.limit, limits)
         return _json([sample_view(s) for s in samples])
 
     return app
 
 
-def _meter_query(
-    caller: Principal,
-    meter_name: str,
-    q: QueryArgs,
-) -> ReadQuery:
+def _meter_query(caller: Principal, meter_name: str, q: QueryArgs, limits: ApiLimits) -> ReadQuery:
     check_text(meter_name, "meter name")
     return read_query(
         caller,
         *q,
+        limits=limits,
         allowed=SAMPLE_FIELDS,
         base=SampleFilter(meter=meter_name),
     )
@@ -432,19 +470,9 @@ def _counter(
     message: dict[str, Any] = dict(raw) if signed else sample.model_dump(exclude_none=True)
     for key, value in message.items():
         if isinstance(value, str):
-            check_text(value, f"{where}: {key}")
+            check_text(value, f"{where}: {key}", None)
     if not signed:
         message["counter_name"] = meter_name
-    if not caller.is_admin:
-        project = message.setdefault("project_id", caller.project_id)
-        if project != caller.project_id:
-            raise ApiError(403, f"Not Authorized to post samples for project {project}")
-        if not signed:
-            raise ApiError(
-                403,
-                "Posting samples needs an admin token, or samples signed with the metering secret",
-            )
-    if not signed:
         if caller.user_id is not None:
             message.setdefault("user_id", caller.user_id)
         if caller.project_id is not None:
@@ -455,12 +483,60 @@ def _counter(
         message.setdefault("message_id", str(uuid7()))
         for key in ("user_id", "project_id", "user_name", "project_name", "monotonic_time"):
             message.setdefault(key, None)
-        if "counter_volume" in message and message["counter_volume"].is_integer():
-            message["counter_volume"] = int(message["counter_volume"])
+        problem = check_metadata(message["resource_metadata"])
+        if problem is not None:
+            raise ClientError(f"{where}: resource_metadata: {problem}")
+        volume = message.get("counter_volume")
+        if isinstance(volume, float) and volume.is_integer():
+            message["counter_volume"] = int(volume)
         message[SIGNATURE_FIELD] = compute_signature(
             message, settings.metering_secret, json_values=True
         )
     try:
-        return message_to_counter(message, settings.metering_secret)
+        counter = message_to_counter(message, settings.metering_secret)
     except RejectedMessage as exc:
         raise ClientError(f"{where}: {exc.reason}") from None
+    return _scoped_counter(caller, counter)
+
+
+def _scoped_counter(caller: Principal, counter: Counter) -> Counter:
+    """``counter`` as ``caller`` may write it: a member (signature or not) writes only
+    its own project's samples, as itself; admins and services write any."""
+    if caller.writes_any_project:
+        return counter
+    if counter.project_id not in (None, caller.project_id):
+        raise ApiError(403, f"Not Authorized to post samples for project {counter.project_id}")
+    if counter.user_id not in (None, caller.user_id):
+        raise ApiError(403, f"Not Authorized to post samples for user {counter.user_id}")
+    if counter.project_id is None or counter.user_id is None:
+        counter = replace(counter, project_id=caller.project_id, user_id=caller.user_id)
+    return counter
+
+
+def _store_new(store: Store, counters: list[Counter]) -> None:
+    """Store ``counters``, all of them new: a message id stored before (or twice in the
+    request) is a conflict, and then nothing is stored."""
+    ids = [cast("str", c.id) for c in counters]
+    if len(set(ids)) != len(ids):
+        repeated = next(i for i in ids if ids.count(i) > 1)
+        raise ClientError(f"message_id {repeated} is given twice")
+    if not ids:
+        return
+    taken = store.samples(
+        SampleFilter(), limit=len(ids), where=Condition("message_id", "in", tuple(ids))
+    )
+    if taken:
+        raise ApiError(
+            409,
+            f"message_id {taken[0].message_id} is already stored"
+            + (f" (and {len(taken) - 1} more)" if len(taken) > 1 else "")
+            + ": nothing was stored",
+        )
+    result = store.write_batch(counters)
+    if result.duplicates:
+        # Another writer stored some of these ids between the look and the write.
+        raise ApiError(
+            409,
+            f"{result.duplicates} message id(s) were stored meanwhile by another writer; "
+            f"{result.stored} of {len(counters)} samples were stored",
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,22 +21,29 @@ ADMIN_ROLE = "admin"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller a token names."""
+    """The caller a token names, and what its roles let it do (``api.admin_roles``,
+    ``api.service_roles``)."""
 
     project_id: str | None
     user_id: str | None
     roles: tuple[str, ...] = ()
+    #: Reads and writes every project's data.
+    is_admin: bool = False
+    #: Posts samples for any project; reads its own, as a member.
+    is_service: bool = False
 
     @property
-    def is_admin(self) -> bool:
-        return ADMIN_ROLE in self.roles
+    def writes_any_project(self) -> bool:
+        return self.is_admin or self.is_service
 
 
 #: The caller when ``api.auth`` is ``none``: sees everything.
-ANONYMOUS_ADMIN = Principal(project_id=None, user_id=None, roles=(ADMIN_ROLE,))
+ANONYMOUS_ADMIN = Principal(project_id=None, user_id=None, roles=(ADMIN_ROLE,), is_admin=True)
 
 
-def load_tokens(path: Path) -> dict[str, Principal]:
+def load_tokens(
+    path: Path, admin_roles: Sequence[str] = (ADMIN_ROLE,), service_roles: Sequence[str] = ()
+) -> dict[str, Principal]:
     """Read a token file: a mapping of token -> ``project_id``, ``user_id``, ``roles``.
 
     Raises :class:`ConfigError` naming the file and what is wrong with it.
@@ -66,7 +74,13 @@ def load_tokens(path: Path) -> dict[str, Principal]:
             v is None or isinstance(v, str) for v in (project, user)
         ):
             raise ConfigError(f"api.tokens: {path}: values must be strings")
-        principal = Principal(project_id=project, user_id=user, roles=tuple(roles))
+        principal = Principal(
+            project_id=project,
+            user_id=user,
+            roles=tuple(roles),
+            is_admin=not set(roles).isdisjoint(admin_roles),
+            is_service=not set(roles).isdisjoint(service_roles),
+        )
         if not principal.is_admin and not project:
             raise ConfigError(f"api.tokens: {path}: a token without admin role needs project_id")
         tokens[token] = principal
@@ -85,7 +99,7 @@ class Authenticator:
                     "api.tokens: api.auth is keystone-less, so a token file is needed "
                     "(or set api.auth: none for a single-user install)"
                 )
-            self.tokens = load_tokens(settings.tokens)
+            self.tokens = load_tokens(settings.tokens, settings.admin_roles, settings.service_roles)
             if not self.tokens:
                 LOG.warning(
                     "api.tokens %s holds no token: every request will be refused", settings.tokens

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,9 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-__all__ = ["ApiError", "ClientError", "install_handlers"]
-
-LOG = logging.getLogger(__name__)
+__all__ = ["ApiError", "ClientError", "error_body", "error_response", "install_handlers"]
 
 
 class ApiError(Exception):
@@ -41,7 +38,9 @@ def error_body(message: str, *, client: bool = True) -> dict[str, Any]:
     }
 
 
-def _respond(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(status: int, message: str) -> JSONResponse:
+    """Ceilometer's error answer (a 401 says how to authenticate)."""
+    headers = {"WWW-Authenticate": 'Keystone uri="none"'} if status == 401 else None
     return JSONResponse(error_body(message, client=status < 500), status, headers=headers)
 
 
@@ -54,25 +53,20 @@ def _describe(exc: RequestValidationError) -> str:
 
 
 def install_handlers(app: FastAPI) -> None:
-    """Answer every error, expected or not, with Ceilometer's body."""
+    """Answer the errors of bad requests with Ceilometer's body (the unexpected ones
+    are :class:`~nephoscope.api.guard.Guard`'s)."""
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Keystone uri="none"'} if exc.status == 401 else None
-        return _respond(exc.status, exc.message, headers)
+        return error_response(exc.status, exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _respond(400, _describe(exc))
+        return error_response(400, _describe(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail) if exc.detail else "error"
         if exc.status_code == 404 and message == "Not Found":
             message = "The resource could not be found."
-        return _respond(exc.status_code, message)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        LOG.exception("unexpected error answering a request")
-        return _respond(500, f"internal error: {type(exc).__name__}")
+        return error_response(exc.status_code, message)

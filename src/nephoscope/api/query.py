@@ -14,8 +14,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from nephoscope import storable
 from nephoscope.api.auth import Principal
 from nephoscope.api.errors import ClientError
+from nephoscope.config import ApiLimits
+from nephoscope.storable import MAX_ID_LENGTH
 from nephoscope.storage.base import SampleFilter
 
 __all__ = ["OPERATORS", "TYPES", "Query", "convert", "parse_time", "read_query"]
@@ -43,6 +46,8 @@ _ALIASES: Final = {
 _INT_RE: Final = re.compile(r"[+-]?\d+")
 _FLOAT_RE: Final = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
 _INT_LIMIT: Final = 2**63
+#: Digits of the longest integer a query compares with (2**63 has 19).
+_INT_DIGITS: Final = 20
 _ONE_US: Final = timedelta(microseconds=1)
 _EARLIEST: Final = datetime(1, 1, 2, tzinfo=UTC)
 _LATEST: Final = datetime(9999, 12, 30, tzinfo=UTC)
@@ -58,24 +63,32 @@ class Query:
     possible: bool = True
 
 
-def check_text(value: str, what: str) -> str:
-    """Refuse text a database cannot hold (NUL characters, lone surrogates)."""
-    if "\x00" in value:
-        raise ClientError(f"{what}: NUL characters are not allowed")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ClientError(f"{what}: not valid UTF-8") from None
+def check_text(value: str, what: str, limit: int | None = MAX_ID_LENGTH) -> str:
+    """Refuse text no store holds (NUL characters, lone surrogates), or longer than
+    ``limit`` characters (names, ids and metadata keys: Ceilometer's 255)."""
+    problem = storable.check_text(value, limit)
+    if problem is not None:
+        raise ClientError(f"{what}: {problem}")
     return value
 
 
 def parse_time(value: str, what: str = "timestamp") -> datetime:
-    """An ISO 8601 time; naive is UTC. Raises :class:`ClientError`."""
+    """An ISO 8601 time; naive is UTC. Raises :class:`ClientError`.
+
+    Times beyond the calendar's ends once in UTC (``0001-01-01T00:00+14:00``) are
+    taken as its first and last days: no sample is stored there.
+    """
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ClientError(f"{what}: {value!r} is not an ISO 8601 time") from None
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    else:
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            return _EARLIEST if moment.year == 1 else _LATEST
     # Keep a microsecond of room either side, so le/gt never overflow.
     return min(max(moment, _EARLIEST), _LATEST)
 
@@ -92,6 +105,8 @@ def convert(value: str, kind: str, field: str) -> str | int | float | bool | dat
         if kind == "string":
             return value
         if kind == "integer":
+            if len(value.strip().lstrip("+-")) > _INT_DIGITS:
+                raise ValueError(value)
             number = int(value.strip())
             if abs(number) >= _INT_LIMIT:
                 raise ValueError(value)
@@ -116,7 +131,7 @@ def convert(value: str, kind: str, field: str) -> str | int | float | bool | dat
             f"type {kind}."
         ) from None
     # No type: guess as Ceilometer does (integer, float, boolean, else string).
-    if _INT_RE.fullmatch(value) and abs(int(value)) < _INT_LIMIT:
+    if len(value) <= _INT_DIGITS + 1 and _INT_RE.fullmatch(value) and abs(int(value)) < _INT_LIMIT:
         return int(value)
     if _FLOAT_RE.fullmatch(value) and math.isfinite(float(value)):
         return float(value)
@@ -132,6 +147,7 @@ def read_query(
     values: Sequence[str],
     types: Sequence[str],
     *,
+    limits: ApiLimits,
     allowed: Sequence[str] = SAMPLE_FIELDS,
     base: SampleFilter | None = None,
 ) -> Query:
@@ -140,6 +156,11 @@ def read_query(
         raise ClientError(
             "q.field, q.op, q.value and q.type must give one entry per condition "
             f"({len(fields)} field(s), {len(values)} value(s))"
+        )
+    if len(fields) > limits.max_conditions:
+        raise ClientError(
+            f"{len(fields)} q conditions: at most {limits.max_conditions} "
+            "(api.limits.max_conditions)"
         )
     ops = [*ops, *[""] * (len(fields) - len(ops))]
     types = [*types, *[""] * (len(fields) - len(types))]
@@ -150,8 +171,8 @@ def read_query(
         plain["meter"] = flt.meter
     metadata: dict[str, str | int | float | bool] = {}
     for field, op, value, kind in zip(fields, ops, values, types, strict=True):
-        check_text(field, "q.field")
-        check_text(value, f"q.value of {field}")
+        check_text(field, "q.field", MAX_ID_LENGTH + len("resource_metadata."))
+        check_text(value, f"q.value of {field}", limits.max_value_length)
         op = op or "eq"
         if op not in OPERATORS:
             raise ClientError(

@@ -12,10 +12,10 @@ import uvicorn
 
 from nephoscope.api.app import create_app
 from nephoscope.api.auth import Authenticator
-from nephoscope.config import Settings
+from nephoscope.config import Settings, is_loopback, refuse_default_secret
 from nephoscope.storage.base import Store
 
-__all__ = ["ApiServer", "app_from_environment", "serve_workers", "settle_heap"]
+__all__ = ["ApiServer", "app_from_environment", "check_exposure", "serve_workers", "settle_heap"]
 
 LOG = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
 
 
+def check_exposure(settings: Settings) -> None:
+    """Raise :class:`ConfigError` if the API would verify posted samples with the
+    published default secret on an address beyond this machine."""
+    if not is_loopback(settings.api.host):
+        refuse_default_secret(settings, f"the API listens on {settings.api.host}")
+
+
 class ApiServer:
     """The API on ``api.host:api.port``; :meth:`start` in a thread, :meth:`stop` from another.
 
@@ -50,6 +57,7 @@ class ApiServer:
     """
 
     def __init__(self, settings: Settings, store: Store) -> None:
+        check_exposure(settings)
         self.settings = settings
         self.app = create_app(settings, store, Authenticator(settings.api))
         config = uvicorn.Config(
@@ -98,6 +106,7 @@ def serve_workers(settings: Settings, config: str | None, workers: int) -> None:
 
     from nephoscope.config import CONFIG_ENV
 
+    check_exposure(settings)
     Authenticator(settings.api)
     if config is not None:
         os.environ[CONFIG_ENV] = config

@@ -26,7 +26,7 @@ import orjson
 from kombu.message import Message
 from sqlalchemy import exc as sa_exc
 
-from nephoscope.config import Settings
+from nephoscope.config import Settings, refuse_default_secret
 from nephoscope.counter import Counter
 from nephoscope.messaging.bus import KombuBus, consume_until
 from nephoscope.messaging.deadletter import DeadLetterSink, Letter, QueueDeadLetters
@@ -58,7 +58,13 @@ def parse_body(body: bytes | str, secret: str, received_at: datetime | None = No
     raw_body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
     parsed = Parsed()
     try:
-        notification = decode_envelope(raw_body)
+        try:
+            notification = decode_envelope(raw_body)
+        except RejectedMessage:
+            # orjson refuses what the standard library reads (a 400-digit integer, a
+            # lone surrogate, NaN): read it so, to dead-letter only the meter
+            # messages holding such values and store the good ones beside them.
+            notification = decode_envelope(raw_body, loads=json.loads)
         event_type = notification.get("event_type")
         if event_type != METERING_EVENT_TYPE:
             raise RejectedMessage(f"event_type {event_type!r} is not {METERING_EVENT_TYPE!r}")
@@ -84,8 +90,9 @@ def parse_body(body: bytes | str, secret: str, received_at: datetime | None = No
                     try:
                         parsed.counters.append(message_to_counter(exact[index], secret))
                         continue
-                    except RejectedMessage:
+                    except RejectedMessage as again:
                         item = exact[index]  # kept as it was sent
+                        exc = again  # and refused for what it holds
             parsed.dead_letters.append(
                 DeadLetter(exc.reason, _dump(item), received_at, exc.message_id)
             )
@@ -172,6 +179,8 @@ class Collector:
         *,
         dead_letters: DeadLetterSink | None = None,
     ) -> None:
+        if not settings.bus.url.startswith("memory:"):
+            refuse_default_secret(settings, "the collector reads a shared bus (bus.url)")
         self.settings = settings
         self.store = store
         self.bus = bus or KombuBus(settings.bus)

@@ -63,7 +63,9 @@ def decode_envelope(
     else:
         try:
             data = loads(body)
-        except ValueError as exc:  # orjson's and json's decode errors are ValueErrors
+        # Decode errors are ValueErrors; the standard library's reader also
+        # recurses past its limit on deep nesting.
+        except (ValueError, RecursionError) as exc:
             raise RejectedMessage(f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RejectedMessage(f"body is a JSON {type(data).__name__}, not an object")
@@ -75,7 +77,7 @@ def decode_envelope(
     inner = data[OSLO_MESSAGE]
     try:
         message = loads(inner) if isinstance(inner, (str, bytes)) else inner
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise RejectedMessage(f"oslo.message is not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise RejectedMessage("oslo.message is not a JSON object")

@@ -17,6 +17,13 @@ import orjson
 from nephoscope.counter import Counter, InvalidCounter
 from nephoscope.messaging.errors import RejectedMessage
 from nephoscope.signing import SIGNATURE_FIELD, compute_signature, verify_signature
+from nephoscope.storable import (
+    MAX_ID_LENGTH,
+    MAX_VOLUME,
+    check_metadata,
+    check_text,
+    check_time,
+)
 
 __all__ = ["METERING_EVENT_TYPE", "counter_to_message", "message_to_counter"]
 
@@ -26,6 +33,16 @@ METERING_PRIORITY: Final = "SAMPLE"
 
 _JSON_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 _TEXT_FIELDS: Final = ("counter_name", "counter_type", "counter_unit", "resource_id")
+#: Text fields a store keeps, checked against :func:`nephoscope.storable.check_text`.
+_STORED_TEXT: Final = (
+    "message_id",
+    "counter_name",
+    "counter_unit",
+    "resource_id",
+    "user_id",
+    "project_id",
+    "source",
+)
 #: Counter field -> meter message field, where they differ.
 _WIRE_NAMES: Final = {
     "name": "counter_name",
@@ -96,7 +113,29 @@ def _parse_timestamp(value: Any) -> datetime:
     except ValueError:
         raise RejectedMessage(f"timestamp: {value!r} is not an ISO 8601 string") from None
     # Ceilometer's agents send naive UTC timestamps; read them as UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    elif moment.tzinfo is not UTC:
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+14:00 is before year 1 in UTC
+            raise RejectedMessage(f"timestamp: {value!r} is outside the calendar") from None
+    problem = check_time(moment)
+    if problem is not None:
+        raise RejectedMessage(f"timestamp: {problem}")
+    return moment
+
+
+def _check_stored_text(message: Mapping[str, Any]) -> None:
+    for key in _STORED_TEXT:
+        value = message.get(key)
+        # Short ASCII without NUL is the rule: checked without a call.
+        if type(value) is str and (
+            len(value) > MAX_ID_LENGTH or not value.isascii() or "\x00" in value
+        ):
+            problem = check_text(value)
+            if problem is not None:
+                raise RejectedMessage(f"{key}: {problem}")
 
 
 def _parse_volume(value: Any) -> int | float:
@@ -131,7 +170,11 @@ def message_to_counter(message: Any, secret: str) -> Counter:
     message_id = message.get("message_id")
     if type(message_id) is not str or not message_id:
         raise RejectedMessage("message_id: missing or not a string")
-    if not verify_signature(message, secret, json_values=True):
+    try:
+        verified = verify_signature(message, secret, json_values=True)
+    except UnicodeEncodeError:
+        raise RejectedMessage("a string holds a lone surrogate (not UTF-8)", message_id) from None
+    if not verified:
         reason = "bad signature" if SIGNATURE_FIELD in message else "no message_signature"
         raise RejectedMessage(reason, message_id)
     get: Callable[[str], Any] = message.get
@@ -147,14 +190,21 @@ def message_to_counter(message: Any, secret: str) -> Counter:
             for key in _TEXT_FIELDS:
                 if type(get(key)) is not str:
                     raise RejectedMessage(f"{key}: missing or not a string")
+        _check_stored_text(message)
         metadata = get("resource_metadata")
         if metadata is None:
             metadata = {}
         elif type(metadata) is not dict:
             raise RejectedMessage("resource_metadata: not an object")
+        elif metadata:
+            problem = check_metadata(metadata)
+            if problem is not None:
+                raise RejectedMessage(f"resource_metadata: {problem}")
         volume = get("counter_volume")
         if type(volume) is not int and type(volume) is not float:
             volume = _parse_volume(volume)
+        if volume > MAX_VOLUME or volume < -MAX_VOLUME:  # NaN: refused by Counter
+            raise RejectedMessage(f"counter_volume: beyond ±{MAX_VOLUME:g}")
         user_id = get("user_id")
         if user_id is not None and type(user_id) is not str:
             user_id = _optional_text(message, "user_id")

@@ -96,17 +96,25 @@ samples = sa.Table(
     sa.Index(None, "series_id", "timestamp"),
 )
 
-#: Each resource once, with the owner and metadata of its newest sample.
+#: Each resource once per project that has samples of it (a shared network, image
+#: or host has several), with the owner and metadata of that project's newest
+#: sample and the first and last of that project's samples: a project's view of a
+#: resource is made of its own samples only.
 resources = sa.Table(
     "resources",
     metadata,
     sa.Column("resource_id", sa.Text(), primary_key=True),
+    # '' for samples without a project (host meters): a key column needs a value,
+    # as NULLs are distinct in a unique key on both databases and an upsert could
+    # never find the row again.
+    sa.Column("project_id", sa.Text(), primary_key=True),
     sa.Column("user_id", sa.Text(), nullable=True),
-    sa.Column("project_id", sa.Text(), nullable=True),
     sa.Column("source", sa.Text(), nullable=False),
     sa.Column("metadata_id", sa.Integer(), sa.ForeignKey(metadata_bodies.c.id), nullable=False),
     sa.Column("first_seen", sa.BigInteger(), nullable=False),
     sa.Column("last_seen", sa.BigInteger(), nullable=False),
+    # Clustered on the key: an upsert is one B-tree walk, not an index walk and a row's.
+    sqlite_with_rowid=False,
 )
 
 #: Messages the collector could not store, kept whole for a later look.

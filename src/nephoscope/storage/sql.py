@@ -59,15 +59,8 @@ from nephoscope.storage.base import (
 
 LOG = logging.getLogger(__name__)
 
-_RESOURCE_COLUMNS: Final = (
-    "resource_id",
-    "first_seen",
-    "last_seen",
-    "user_id",
-    "project_id",
-    "source",
-    "metadata_id",
-)
+#: In the table's order, as _InsertMany needs to send many rows in one statement.
+_RESOURCE_COLUMNS: Final = tuple(column.name for column in tables.resources.c)
 #: Rows per multi-row INSERT on SQLite (at 6 columns, well under its 32,766 parameters).
 _ROWS_PER_INSERT: Final = 500
 
@@ -776,26 +769,35 @@ class SQLStore:
         stamps: list[int],
         metadata_ids: list[int],
     ) -> None:
-        """Widen each resource's first/last seen; take owner and metadata from its newest sample."""
+        """Widen the first/last seen of each resource in each project; take owner and
+        metadata from that project's newest sample of it."""
         resource_ids = [c.resource_id for c in counters]
-        # Walking samples oldest first, a dict keeps each resource's newest index;
+        projects = [c.project_id for c in counters]
+        # Walking samples oldest first, a dict keeps each key's newest index;
         # walking them newest first, its oldest. (sorted() is stable: on equal
         # timestamps the later sample in the batch counts as the newer.)
         order = sorted(range(len(counters)), key=stamps.__getitem__)
-        newest = {resource_ids[i]: i for i in order}
-        first = {resource_ids[i]: stamps[i] for i in reversed(order)}
+        newest: dict[Any, int] = {resource_ids[i]: i for i in order}
+        keys: list[Any] = resource_ids
+        # A batch mostly holds each resource in one project: then the resource id
+        # alone is the key, which is quicker than pairs. Otherwise the key is the
+        # pair (resource id, project), no project being '' as in the table.
+        if list(map({r: projects[i] for r, i in newest.items()}.__getitem__, keys)) != projects:
+            keys = list(zip(resource_ids, [project or "" for project in projects], strict=True))
+            newest = {keys[i]: i for i in order}
+        first = {keys[i]: stamps[i] for i in reversed(order)}
         rows = []
-        for resource_id, i in sorted(newest.items()):
+        for key, i in sorted(newest.items()):
             counter = counters[i]
             rows.append(
                 (
-                    resource_id,
-                    first[resource_id],
-                    stamps[i],
+                    counter.resource_id,
+                    counter.project_id or "",
                     counter.user_id,
-                    counter.project_id,
                     counter.source,
                     metadata_ids[i],
+                    first[key],
+                    stamps[i],
                 )
             )
         self._upsert_resources_many.execute(conn, rows)
@@ -809,7 +811,7 @@ class SQLStore:
             return sa.case((newer, new[name]), else_=tables.resources.c[name])
 
         return insert.on_conflict_do_update(
-            index_elements=[tables.resources.c.resource_id],
+            index_elements=[tables.resources.c.resource_id, tables.resources.c.project_id],
             set_={
                 "first_seen": sa.case(
                     (new.first_seen < tables.resources.c.first_seen, new.first_seen),
@@ -817,7 +819,6 @@ class SQLStore:
                 ),
                 "last_seen": sa.case((newer, new.last_seen), else_=tables.resources.c.last_seen),
                 "user_id": newest("user_id"),
-                "project_id": newest("project_id"),
                 "source": newest("source"),
                 "metadata_id": newest("metadata_id"),
             },
@@ -1032,49 +1033,73 @@ class SQLStore:
     def resources(self, query: SampleFilter) -> list[ResourceInfo]:
         """Resources having a meter with samples matching ``query``.
 
-        Owner and metadata are those of the resource's newest sample; ``meters``
-        lists the resource's meters that match ``query``.
+        With ``query.project_id``, a resource is as that project's samples describe
+        it: owner and metadata of the project's newest sample of it, first and last
+        seen among its samples; nothing of another project's samples of the same
+        resource id. Without, each resource id is listed once: owner and metadata
+        of its newest sample in any project (on equal times, of the greater project
+        id), first and last seen among all its samples. ``meters`` lists the
+        resource's meters that match ``query``. Samples without a project (or
+        with an empty one) describe the resource as one project, ``None``.
         """
+        resources = tables.resources.c
+        on = resources.resource_id == tables.series.c.resource_id
+        if query.project_id is not None:
+            # Each series meets the row of its own project (no project: '').
+            on = sa.and_(
+                on, resources.project_id == sa.func.coalesce(tables.series.c.project_id, "")
+            )
         stmt = (
             sa.select(
-                tables.resources.c.resource_id,
-                tables.resources.c.user_id,
-                tables.resources.c.project_id,
-                tables.resources.c.source,
-                tables.resources.c.first_seen,
-                tables.resources.c.last_seen,
+                resources.resource_id,
+                resources.project_id,
+                resources.user_id,
+                resources.source,
+                resources.first_seen,
+                resources.last_seen,
                 tables.metadata_bodies.c.body,
                 tables.series.c.name,
             )
             .select_from(
-                tables.series.join(
-                    tables.resources, tables.resources.c.resource_id == tables.series.c.resource_id
-                ).join(
+                tables.series.join(tables.resources, on).join(
                     tables.metadata_bodies,
-                    tables.metadata_bodies.c.id == tables.resources.c.metadata_id,
+                    tables.metadata_bodies.c.id == resources.metadata_id,
                 )
             )
             .where(*_series_conditions(query), self._has_samples(query))
         )
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
-        rows_by_resource: dict[str, Any] = {}
+        # Per resource id: its newest row, and the earliest and latest sample of all
+        # its rows (with a project in the query, they are all that project's row).
+        newest: dict[str, Any] = {}
+        first: dict[str, int] = {}
+        last: dict[str, int] = {}
         names: dict[str, set[str]] = {}
         for row in rows:
-            rows_by_resource[row.resource_id] = row
-            names.setdefault(row.resource_id, set()).add(row.name)
+            resource_id = row.resource_id
+            names.setdefault(resource_id, set()).add(row.name)
+            found = newest.get(resource_id)
+            if found is None:
+                newest[resource_id] = row
+                first[resource_id], last[resource_id] = row.first_seen, row.last_seen
+                continue
+            if (row.last_seen, row.project_id) > (found.last_seen, found.project_id):
+                newest[resource_id] = row
+            first[resource_id] = min(first[resource_id], row.first_seen)
+            last[resource_id] = max(last[resource_id], row.last_seen)
         return [
             ResourceInfo(
                 resource_id=resource_id,
                 user_id=row.user_id,
-                project_id=row.project_id,
+                project_id=row.project_id or None,
                 source=row.source,
-                first_sample_timestamp=from_micros(row.first_seen),
-                last_sample_timestamp=from_micros(row.last_seen),
+                first_sample_timestamp=from_micros(first[resource_id]),
+                last_sample_timestamp=from_micros(last[resource_id]),
                 metadata=orjson.loads(row.body),
                 meters=tuple(sorted(names[resource_id])),
             )
-            for resource_id, row in sorted(rows_by_resource.items())
+            for resource_id, row in sorted(newest.items())
         ]
 
     def statistics(
@@ -1391,9 +1416,13 @@ class SQLStore:
 
             count = sa.func.count()
             n_samples = scalar(sa.select(count).select_from(tables.samples))
-            n_resources = scalar(sa.select(count).select_from(tables.resources))
+            # One row per resource and project: count each resource once.
+            n_resources = scalar(
+                sa.select(sa.func.count(tables.resources.c.resource_id.distinct()))
+            )
             n_dead = scalar(sa.select(count).select_from(tables.dead_letters))
-            # resources.last_seen is the newest sample per resource: no scan of samples.
+            # resources.last_seen is the newest sample per resource and project: no
+            # scan of samples.
             last_sample = scalar(sa.select(sa.func.max(tables.resources.c.last_seen)))
             last_recorded = scalar(sa.select(sa.func.max(tables.batches.c.recorded_at)))
         return StoreStatus(

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from nephoscope.storable import check_time
 from nephoscope.storage.base import Condition, SampleFilter, Store, StoredSample
 from nephoscope.storage.rates import metadata_value, steps
 
@@ -326,6 +327,8 @@ def _times(metadata: Mapping[str, Any], key: str) -> list[datetime]:
         return []
     try:
         moment = datetime.fromisoformat(value.strip())
-    except ValueError:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: beyond year 1 or 9999 in UTC
         return []
-    return [moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)]
+    # A time no sample could carry says nothing of when an instance ran.
+    return [] if check_time(moment) else [moment]

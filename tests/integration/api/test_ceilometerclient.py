@@ -6,29 +6,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from tests.unit.api.conftest import SAMPLES, TOKENS
-
-from nephoscope.config import Settings
-from nephoscope.storage import open_store
+from tests.integration.api.live import free_port, running_api, seeded_config
 
 pytestmark = pytest.mark.integration
 
 CEILOMETER = Path(sys.executable).with_name("ceilometer")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -36,40 +24,11 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not CEILOMETER.exists() and shutil.which("ceilometer") is None:
         pytest.fail("python-ceilometerclient is not installed (pip install -e '.[test]')")
     path = tmp_path_factory.mktemp("client")
-    (path / "tokens.yaml").write_text(TOKENS, encoding="utf-8")
     port = free_port()
-    config = path / "nephoscope.yaml"
-    config.write_text(
-        f"metering_secret: client-test\n"
-        f"store: {{url: 'sqlite:///{path / 'store.db'}'}}\n"
-        f"api: {{port: {port}, tokens: '{path / 'tokens.yaml'}'}}\n",
-        encoding="utf-8",
-    )
-    store = open_store(Settings(store={"url": f"sqlite:///{path / 'store.db'}"}).store)
-    store.write_batch(SAMPLES)
-    store.close()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "nephoscope", "api", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/v2/capabilities", timeout=1)
-                break
-            except httpx.TransportError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    output = server.communicate()[0] if server.poll() is not None else ""
-                    pytest.fail(f"nephoscope api did not start: {output}")
-                time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(10)
+    config = seeded_config(path, port, "client-test")
+    log = path / "server.log"
+    with log.open("wb") as output, running_api(config, port, output):
+        yield f"http://127.0.0.1:{port}"
 
 
 def ceilometer(endpoint: str, token: str, *args: str) -> list[dict[str, str]]:

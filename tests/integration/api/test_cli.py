@@ -12,8 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from .test_ceilometerclient import free_port
+from tests.integration.api.live import free_port
 
 pytestmark = pytest.mark.integration
 

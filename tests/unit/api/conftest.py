@@ -22,10 +22,12 @@ TOKENS = """
 admin-token: {project_id: admin, user_id: operator, roles: [admin]}
 p1-token: {project_id: p1, user_id: u1, roles: [member]}
 p2-token: {project_id: p2, user_id: u2, roles: [member, reader]}
+svc-token: {project_id: services, user_id: agent, roles: [service]}
 """
 ADMIN = {"X-Auth-Token": "admin-token"}
 P1 = {"X-Auth-Token": "p1-token"}
 P2 = {"X-Auth-Token": "p2-token"}
+SERVICE = {"X-Auth-Token": "svc-token"}
 
 
 def at(seconds: float) -> datetime:

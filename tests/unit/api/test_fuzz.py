@@ -19,7 +19,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from tests.conftest import POSTGRESQL_URL, require_service
+from tests.conftest import fresh_postgresql_database
 
 from nephoscope.api import create_app
 from nephoscope.storage import open_store
@@ -34,28 +34,8 @@ def fuzz_store_url(
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
         return
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    import uuid
-
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(POSTGRESQL_URL, isolation_level="AUTOCOMMIT")
-    name = f"nephoscope_fuzz_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield sa.make_url(POSTGRESQL_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    with fresh_postgresql_database("nephoscope_fuzz") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from nephoscope.api.server import YOUNG_COLLECTION_THRESHOLD, ApiServer, app_from_environment
+from nephoscope.api.server import (
+    YOUNG_COLLECTION_THRESHOLD,
+    ApiServer,
+    app_from_environment,
+    serve_workers,
+)
 from nephoscope.cli import app
-from nephoscope.config import CONFIG_ENV
+from nephoscope.config import CONFIG_ENV, ConfigError, Settings
+from nephoscope.storage import open_store
 
 
 @pytest.fixture
@@ -49,3 +55,18 @@ def test_nephoscope_api_freezes_its_heap_before_serving(
     result = CliRunner().invoke(app, ["api", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert len(frozen_when_served) == 1 and frozen_when_served[0] > 0
+
+
+def test_the_api_refuses_the_published_secret_beyond_loopback(tmp_path: Path) -> None:
+    store_url = f"sqlite:///{tmp_path / 'store.db'}"
+    exposed = Settings(api={"auth": "none", "host": "0.0.0.0"}, store={"url": store_url})
+    store = open_store(exposed.store)
+    try:
+        with pytest.raises(ConfigError, match="metering_secret"):
+            ApiServer(exposed, store)
+        with pytest.raises(ConfigError, match="metering_secret"):
+            serve_workers(exposed, None, 2)
+        ApiServer(exposed.model_copy(update={"metering_secret": "s3cr3t"}), store)
+        ApiServer(Settings(api={"auth": "none"}, store={"url": store_url}), store)
+    finally:
+        store.close()

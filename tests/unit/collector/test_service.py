@@ -1,3 +1,4 @@
+import json
 import threading
 import uuid
 from collections.abc import Sequence
@@ -8,13 +9,14 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from nephoscope.collector import Collector, parse_body
-from nephoscope.config import Settings
+from nephoscope.config import ConfigError, Settings
 from nephoscope.counter import Counter
 from nephoscope.messaging.bus import KombuBus
 from nephoscope.messaging.deadletter import Letter
 from nephoscope.messaging.envelope import encode_notification
 from nephoscope.messaging.meter import counter_to_message
 from nephoscope.messaging.publisher import Publisher
+from nephoscope.signing import compute_signature
 from nephoscope.storage.base import DeadLetter, WriteResult
 
 SECRET = "s3cr3t"
@@ -212,7 +214,8 @@ def test_integers_beyond_64_bits_are_verified_exactly() -> None:
     from nephoscope.signing import compute_signature
 
     message = signed(counter(1))
-    message["resource_metadata"] = {"huge": 123456789012345678901234567890}
+    # orjson reads 2**70 as a float: the signature verifies only on the exact reading.
+    message["resource_metadata"] = {"huge": 2**64 - 1}
     message["counter_volume"] = 2**70
     message["message_signature"] = compute_signature(message, SECRET)
     envelope = {
@@ -225,7 +228,7 @@ def test_integers_beyond_64_bits_are_verified_exactly() -> None:
     assert parsed.dead_letters == []
     [stored] = parsed.counters
     assert stored.volume == 2**70
-    assert stored.resource_metadata["huge"] == 123456789012345678901234567890
+    assert stored.resource_metadata["huge"] == 2**64 - 1
 
 
 def test_retention_runs_in_the_writer_thread_on_its_interval() -> None:
@@ -361,3 +364,53 @@ def test_a_bad_message_with_integers_beyond_64_bits_is_kept_as_sent() -> None:
     [dead] = parse_body(json.dumps(envelope).encode(), SECRET).dead_letters
     assert dead.reason == "bad signature"
     assert json.loads(dead.body)["counter_volume"] == 2**70
+
+
+def _resigned(changes: dict[str, object], metadata: dict[str, object] | None = None) -> dict:
+    message = signed(counter(7))
+    message.update(changes)
+    if metadata is not None:
+        message["resource_metadata"] = metadata
+    try:
+        message["message_signature"] = compute_signature(message, SECRET, json_values=True)
+    except UnicodeEncodeError:  # no one can sign a lone surrogate
+        message["message_signature"] = "0" * 64
+    return message
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (_resigned({}, {"big": 10**400}), "64 bits"),
+        (_resigned({}, {"big": 2**64}), "64 bits"),
+        (_resigned({}, {"x": float("nan")}), "finite"),
+        (_resigned({}, {"nested": {"deeper": [{"s": "\ud800"}]}}), "surrogate"),
+        (_resigned({}, {"nul": "a\x00b"}), "NUL"),
+        (_resigned({"timestamp": "9999-12-31T23:59:59.999999"}), "outside"),
+        (_resigned({"timestamp": "0001-01-01T00:00:00+14:00"}), "calendar"),
+        (_resigned({"resource_id": "r" * 256}), "255"),
+        (_resigned({"project_id": "p\x00"}), "NUL"),
+        (_resigned({"counter_volume": 10**400}), "beyond"),
+        (_resigned({"counter_volume": 1e308}), "beyond"),
+    ],
+)
+def test_what_no_reader_could_take_back_is_dead_lettered_alone(bad: dict, reason: str) -> None:
+    good = [signed(counter(1)), signed(counter(2))]
+    # Written by the standard library, as a sender that knows no better would.
+    raw = json.dumps({"event_type": "metering", "payload": [good[0], bad, good[1]]}).encode()
+    parsed = parse_body(raw, SECRET)
+    assert [c.id for c in parsed.counters] == [good[0]["message_id"], good[1]["message_id"]]
+    [dead] = parsed.dead_letters
+    assert reason in dead.reason and dead.message_id == bad["message_id"]
+
+
+def test_deep_nesting_is_dead_lettered_not_raised() -> None:
+    raw = b'{"event_type": "metering", "payload": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    [dead] = parse_body(raw, SECRET).dead_letters
+    assert "not JSON" in dead.reason
+
+
+def test_a_collector_on_a_shared_bus_refuses_the_published_secret() -> None:
+    shared = Settings(bus={"url": "amqp://guest:guest@127.0.0.1:5672//"})
+    with pytest.raises(ConfigError, match="metering_secret"):
+        Collector(shared, RecordingStore())  # type: ignore[arg-type]
