@@ -372,6 +372,12 @@ class PollingSettings(Section):
         return sources
 
 
+#: Most terms one query may chain: SQLite parses a chain of n terms into an
+#: expression n levels deep and refuses past 1,000 levels; a metadata test takes
+#: two or three levels of its own.
+MAX_SQL_TERMS = 400
+
+
 class ApiLimits(Section):
     """Bounds on what one request may ask; past one the answer is 400 (413 for the body)."""
 
@@ -380,14 +386,14 @@ class ApiLimits(Section):
     #: Most samples in one ``POST /v2/meters/{name}``.
     max_posted_samples: int = Field(default=1_000, ge=1)
     #: Most ``q.field`` conditions in one simple query.
-    max_conditions: int = Field(default=64, ge=1, le=500)
+    max_conditions: int = Field(default=64, ge=1, le=MAX_SQL_TERMS // 2)
     #: Most ``groupby`` keys of one statistics query.
     max_groupby: int = Field(default=16, ge=1, le=64)
     #: Most expressions (operators, conditions and ``in`` values together) in one
     #: complex query filter.
-    max_filter_nodes: int = Field(default=256, ge=1, le=4_000)
+    max_filter_nodes: int = Field(default=256, ge=1, le=MAX_SQL_TERMS)
     #: Most values in one ``in`` of a complex query.
-    max_in_values: int = Field(default=100, ge=1, le=4_000)
+    max_in_values: int = Field(default=100, ge=1, le=MAX_SQL_TERMS)
     #: Longest ``q.value`` and complex-query string value, in characters.
     max_value_length: int = Field(default=1_024, ge=255, le=65_536)
 

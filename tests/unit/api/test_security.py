@@ -6,17 +6,20 @@ the API got wrong before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.conftest import fresh_postgresql_database
 
 from nephoscope.api import create_app
-from nephoscope.config import DEFAULT_SECRET
+from nephoscope.config import DEFAULT_SECRET, MAX_SQL_TERMS
 from nephoscope.messaging.meter import counter_to_message
 from nephoscope.storage import open_store
 from nephoscope.storage.base import SampleFilter
@@ -251,6 +254,44 @@ def test_requests_at_the_limits_are_answered(writable: TestClient) -> None:
     wide = {"or": [{"=": {"metadata.k1": i}} for i in range(255)]}
     assert complex_query(writable, wide).status_code == 200
     assert complex_query(writable, {"in": {"metadata.k1": list(range(100))}}).status_code == 200
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def at_the_ceilings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestClient]:
+    """A client over a fresh, empty store of each kind, its limits as high as they go."""
+    ceilings = {
+        "max_conditions": MAX_SQL_TERMS // 2,
+        "max_groupby": 64,
+        "max_filter_nodes": MAX_SQL_TERMS,
+        "max_in_values": MAX_SQL_TERMS,
+    }
+    with contextlib.ExitStack() as stack:
+        settings = make_settings(tmp_path, limits=ceilings)
+        if request.param == "postgresql":
+            url = stack.enter_context(fresh_postgresql_database("nephoscope_limits"))
+            settings = settings.model_copy(
+                update={"store": settings.store.model_copy(update={"url": url})}
+            )
+        store = open_store(settings.store)
+        stack.callback(store.close)
+        client = stack.enter_context(TestClient(create_app(settings, store)))
+        client.store = store  # type: ignore[attr-defined]
+        yield client
+
+
+def test_the_highest_limits_still_answer_on_every_store(at_the_ceilings: TestClient) -> None:
+    client = at_the_ceilings
+    post(client, [plain(resource_metadata={f"k{i}": i for i in range(64)})])
+    terms = MAX_SQL_TERMS
+    many = q(*[(f"metadata.k{i % 64}", "eq", str(i % 64)) for i in range(terms // 2)])
+    assert len(ok(client, "/v2/samples", params=many)) == 1
+    groupby = [f"metadata.k{i}" for i in range(64)]
+    assert len(ok(client, "/v2/meters/cpu/statistics", params={"groupby": groupby})) == 1
+    wide = {"or": [{"=": {"metadata.k1": i}} for i in range(terms - 1)]}
+    assert len(complex_query(client, wide).json()) == 1
+    deep_and = {"and": [{"!=": {"metadata.k1": -i}} for i in range(1, terms)]}
+    assert len(complex_query(client, deep_and).json()) == 1
+    assert len(complex_query(client, {"in": {"metadata.k1": list(range(terms))}}).json()) == 1
 
 
 @pytest.mark.parametrize(
