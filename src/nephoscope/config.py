@@ -301,6 +301,9 @@ class StoreSettings(Section):
     url: str = Field(default="", validate_default=True)
     #: Run pending migrations when a store is opened.
     auto_upgrade: bool = True
+    #: Seconds one read statement may run (writes are not bounded): past it the read
+    #: is stopped, and the API answers 400.
+    read_timeout: float = Field(default=30.0, gt=0, le=3_600)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     archive_policy: ArchivePolicySettings = Field(default_factory=ArchivePolicySettings)
 

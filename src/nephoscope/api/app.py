@@ -49,7 +49,12 @@ from nephoscope.storage.base import (
     SampleFilter,
     Store,
 )
-from nephoscope.storage.derived import derived_meter, derived_samples, meter_statistics
+from nephoscope.storage.derived import (
+    DERIVED_METERS,
+    derived_meter,
+    derived_samples,
+    meter_statistics,
+)
 from nephoscope.storage.rates import RATE, NotCumulative
 from nephoscope.storage.usage import DEFAULT_MAX_GAP, usage
 
@@ -257,6 +262,14 @@ def create_app(
                 f"{len(samples)} samples: at most {limits.max_posted_samples} in one request "
                 "(api.limits.max_posted_samples)"
             )
+        if meter_name in DERIVED_METERS and not caller.writes_any_project:
+            # Stored samples of the name would stand in for the derived meter in
+            # every project's answers (an admin's included).
+            raise ApiError(
+                403,
+                f"{meter_name} is computed from {DERIVED_METERS[meter_name].source}: "
+                "only an admin or a service posts samples of it",
+            )
         counters = [
             _counter(settings, caller, meter_name, sample, index)
             for index, sample in enumerate(samples)
@@ -396,7 +409,7 @@ def create_app(
         samples = store.samples(query.filter, limit=limit or DEFAULT_LIMIT)
         return _json([sample_view(s) for s in samples])
 
-    @app.get("/v2/samples/{sample_id}")
+    @app.get("/v2/samples/{sample_id:any_path}")
     def get_sample(sample_id: str, caller: Caller) -> Response:
         check_text(sample_id, "sample id")
         query = scoped(caller, ReadQuery(SampleFilter(message_id=sample_id)))

@@ -30,6 +30,11 @@ __all__ = ["parse_filter", "parse_orderby", "run_complex_query"]
 
 #: Nesting a filter may have: deeper is refused, never a recursion error.
 MAX_DEPTH: Final = 32
+#: ``like`` conditions in one filter, and characters in each pattern: a pattern is
+#: matched against every value it reaches at a cost of both lengths multiplied,
+#: inside one step the database cannot interrupt.
+MAX_LIKES: Final = 4
+MAX_LIKE_PATTERN: Final = 128
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1_000_000
 _OPERATORS: Final = {
@@ -89,6 +94,7 @@ class _FilterReader:
     def __init__(self, limits: ApiLimits) -> None:
         self.limits = limits
         self.nodes = 0
+        self.likes = 0
 
     def count(self, nodes: int) -> None:
         self.nodes += nodes
@@ -158,8 +164,15 @@ class _FilterReader:
                 )
             self.count(len(value))
             return Condition(field, "in", tuple(self.value(field, v) for v in value))
-        if kind == "like" and not isinstance(value, str):
-            raise ClientError("like takes a string pattern")
+        if kind == "like":
+            if not isinstance(value, str):
+                raise ClientError("like takes a string pattern")
+            self.likes += 1
+            if self.likes > MAX_LIKES or len(value) > MAX_LIKE_PATTERN:
+                raise ClientError(
+                    f"at most {MAX_LIKES} like conditions in a filter, each pattern at most "
+                    f"{MAX_LIKE_PATTERN} characters"
+                )
         if field == "message_id" and kind not in ("=", "!=", "in"):
             raise ClientError("message_id takes =, != and in")
         if field.startswith("metadata.") and isinstance(value, bool) and kind not in ("=", "!="):

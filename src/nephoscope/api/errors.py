@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = ["ApiError", "ClientError", "error_body", "error_response", "install_handlers"]
@@ -52,6 +53,13 @@ def _describe(exc: RequestValidationError) -> str:
     return "Invalid input: " + "; ".join(parts)
 
 
+def read_timed_out(exc: OperationalError) -> bool:
+    """Whether the store stopped a read past ``store.read_timeout``."""
+    # PostgreSQL cancels the statement (QueryCanceled); SQLite's progress handler
+    # interrupts it.
+    return type(exc.orig).__name__ == "QueryCanceled" or str(exc.orig) == "interrupted"
+
+
 def install_handlers(app: FastAPI) -> None:
     """Answer the errors of bad requests with Ceilometer's body (the unexpected ones
     are :class:`~nephoscope.api.guard.Guard`'s)."""
@@ -59,6 +67,14 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.message)
+
+    @app.exception_handler(OperationalError)
+    async def _store_error(_request: Request, exc: OperationalError) -> JSONResponse:
+        if not read_timed_out(exc):
+            raise exc  # answered as unexpected (a 500 logged) by the guard
+        return error_response(
+            400, "The query ran longer than store.read_timeout allows: ask for less"
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -70,10 +70,13 @@ class DerivedMeter:
 
 
 def cpu_count(metadata: Mapping[str, Any]) -> float:
-    """The vCPUs a ``cpu`` sample's metadata names (see :data:`CPU_COUNT_KEYS`), else 1."""
+    """The vCPUs a ``cpu`` sample's metadata names (see :data:`CPU_COUNT_KEYS`), else 1.
+
+    A count below one is no vCPU count: dividing by 1e-300 overflowed the statistics.
+    """
     for key in CPU_COUNT_KEYS:
         value = metadata_value(metadata, key)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 1:
             return float(value)
     return 1.0
 
@@ -168,19 +171,24 @@ def derived_samples(
     fetch = 4 * limit + 16
     while True:
         newest = store.samples(source, limit=fetch)
-        ordered = sorted(newest, key=lambda s: (s.resource_id, s.timestamp))
+        ordered = sorted(newest, key=lambda s: (s.resource_id, s.project_id or "", s.timestamp))
         made = _newest_first(derive(meter, ordered))
         if len(newest) < fetch:
             return made[:limit]
         if len(made) >= limit:
             cut = made[limit - 1].timestamp
-            oldest: dict[str, StoredSample] = {}
+            oldest: dict[tuple[str, str | None], StoredSample] = {}
             for sample in ordered:
-                oldest.setdefault(sample.resource_id, sample)
+                oldest.setdefault((sample.resource_id, sample.project_id), sample)
             open_ends = [s for s in oldest.values() if s.timestamp > cut]
             if len(open_ends) <= MAX_LOOKUPS:
                 for sample in open_ends:
-                    before = replace(source, resource_id=sample.resource_id, until=sample.timestamp)
+                    before = replace(
+                        source,
+                        resource_id=sample.resource_id,
+                        project_id=sample.project_id or source.project_id,
+                        until=sample.timestamp,
+                    )
                     made.extend(derive(meter, [*store.samples(before, limit=1), sample]))
                 return _newest_first(made)[:limit]
         fetch *= 4

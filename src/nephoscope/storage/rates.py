@@ -44,7 +44,9 @@ __all__ = [
 #: The aggregate function name (``aggregate.func=rate``).
 RATE: Final = "rate"
 #: Ordering that puts each resource's samples together, oldest first.
-BY_RESOURCE_AND_TIME: Final = (("resource_id", False), ("timestamp", False))
+#: One series' samples together, oldest first: a resource id shared by projects is
+#: a series per project, never paired across them.
+BY_RESOURCE_AND_TIME: Final = (("resource_id", False), ("project_id", False), ("timestamp", False))
 
 
 class NotCumulative(ValueError):
@@ -71,18 +73,25 @@ def increase(previous: float, current: float) -> float:
 
 
 def steps(samples: Iterable[StoredSample]) -> Iterator[Step]:
-    """Each pair of consecutive samples of one resource's meter, from samples ordered by
-    (meter,) resource, then time.
+    """Each pair of consecutive samples of one resource's meter in one project, from
+    samples ordered by (meter,) resource, project, then time.
+
+    Samples of another project never pair, and only cumulative samples do: a
+    member posting samples on a resource id another project also meters, or a
+    gauge under a cumulative meter's name, changes nothing of the others' figures.
 
     A sample at the same instant as its resource's previous one is skipped: it
     spans no time, and which of the two is right cannot be told.
     """
     previous: StoredSample | None = None
     for sample in samples:
+        if sample.type != TYPE_CUMULATIVE:
+            continue
         if (
             previous is not None
             and previous.resource_id == sample.resource_id
             and previous.name == sample.name
+            and previous.project_id == sample.project_id
         ):
             seconds = (sample.timestamp - previous.timestamp).total_seconds()
             if seconds <= 0:
@@ -97,12 +106,17 @@ def ordered_samples(store: Store, query: SampleFilter) -> list[StoredSample]:
 
 
 def check_cumulative(store: Store, query: SampleFilter) -> None:
-    """Raise :class:`NotCumulative` unless every series of ``query.meter`` the query may
-    see (whatever its time range) is cumulative."""
+    """Raise :class:`NotCumulative` if the series of ``query.meter`` the query may see
+    (whatever its time range) are there and none is cumulative.
+
+    Rates are of the cumulative series only (see :func:`steps`): a series of another
+    type under the same name, which any member can post, does not stop them.
+    """
     visible = SampleFilter(meter=query.meter, project_id=query.project_id)
-    kinds = sorted({meter.type for meter in store.meters(visible)} - {TYPE_CUMULATIVE})
-    if kinds:
-        raise NotCumulative(f"rate needs a cumulative meter: {query.meter} is {', '.join(kinds)}")
+    kinds = {meter.type for meter in store.meters(visible)}
+    if kinds and TYPE_CUMULATIVE not in kinds:
+        shown = ", ".join(sorted(kinds))
+        raise NotCumulative(f"rate needs a cumulative meter: {query.meter} is {shown}")
 
 
 def metadata_value(metadata: Mapping[str, Any], key: str) -> Any:
@@ -139,11 +153,12 @@ def _renderings(value: Any) -> tuple[str | None, ...]:
 
 @dataclass(slots=True)
 class _Accumulator:
-    #: resource id -> [sum of growths, sum of seconds]
-    resources: dict[str, list[float]]
+    #: (resource id, project) -> [sum of growths, sum of seconds]
+    resources: dict[tuple[str, str | None], list[float]]
 
     def add(self, step: Step) -> None:
-        totals = self.resources.setdefault(step.later.resource_id, [0.0, 0.0])
+        later = step.later
+        totals = self.resources.setdefault((later.resource_id, later.project_id), [0.0, 0.0])
         totals[0] += step.delta
         totals[1] += step.seconds
 

@@ -113,8 +113,11 @@ _MIGRATION_LOCK: Final = 0x6E6570686F
 #: Another: held shared by each PostgreSQL batch, and alone by an upgrade from
 #: before it migrates until it has applied the archive policy.
 _POLICY_LOCK: Final = 0x6E657068726F
-#: Execution option that makes a SQLite transaction take the write lock at BEGIN.
+#: Execution option that makes a SQLite transaction take the write lock at BEGIN
+#: (and, on both databases, frees its statements from ``store.read_timeout``).
 _WRITE_OPTION: Final = "nephoscope_write"
+#: Key of a SQLite connection's read deadline in its pool record.
+_DEADLINE: Final = "nephoscope_deadline"
 
 K = TypeVar("K", bound=Hashable)
 SeriesKey = tuple[str, str, str, str, str | None, str | None, str]
@@ -242,7 +245,7 @@ class SQLStore:
     def __init__(self, settings: StoreSettings) -> None:
         try:
             self.url = sa.make_url(settings.url)
-            self.engine = _create_engine(self.url)
+            self.engine = _create_engine(self.url, settings.read_timeout)
         except (sa.exc.ArgumentError, ImportError, ValueError) as exc:
             # A malformed URL or a database driver that is not installed: say so plainly.
             raise StoreError(f"cannot open the store: {exc}") from exc
@@ -2102,9 +2105,26 @@ def _label_order(label: Sequence[Any]) -> tuple[Any, ...]:
     return (label[0], *map(_sort_key, label[1:]))
 
 
-def _create_engine(url: sa.URL) -> sa.Engine:
+def _create_engine(url: sa.URL, read_timeout: float) -> sa.Engine:
+    """An engine whose reads stop after ``read_timeout`` seconds a statement.
+
+    A read that runs longer (a ``like`` over megabytes of metadata) would hold a
+    server thread for minutes; writes are never cut short.
+    """
     if url.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
+        milliseconds = max(1, round(read_timeout * 1000))
+        engine = sa.create_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={"options": f"-c statement_timeout={milliseconds}"},
+        )
+
+        @sa.event.listens_for(engine, "begin")
+        def _unbounded_writes(conn: sa.Connection) -> None:
+            if conn.get_execution_options().get(_WRITE_OPTION):
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+
+        return engine
 
     database = url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
@@ -2112,7 +2132,7 @@ def _create_engine(url: sa.URL) -> sa.Engine:
     engine = sa.create_engine(url)
 
     @sa.event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
+    def _configure(dbapi_connection: Any, record: Any) -> None:
         # The sqlite3 module would BEGIN on its own (deferred, and only before DML);
         # switching that off lets the "begin" hook below choose the kind of BEGIN.
         dbapi_connection.isolation_level = None
@@ -2122,6 +2142,27 @@ def _create_engine(url: sa.URL) -> sa.Engine:
                 cursor.execute(f"PRAGMA {pragma}")
         finally:
             cursor.close()
+        # SQLite has no statement timeout: a progress handler, called every thousand
+        # instructions, stops the statement past its deadline (0: none).
+        # Rows are fetched after execute returns, so the deadline holds until the
+        # next statement or until the connection goes back to the pool.
+        deadline = record.info[_DEADLINE] = [0.0]
+        dbapi_connection.set_progress_handler(
+            lambda: deadline[0] != 0.0 and time.monotonic() > deadline[0], 1_000
+        )
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _start_clock(conn: sa.Connection, *_args: Any) -> None:
+        deadline = conn.connection.info.get(_DEADLINE)
+        if deadline is not None:
+            writing = conn.get_execution_options().get(_WRITE_OPTION)
+            deadline[0] = 0.0 if writing else time.monotonic() + read_timeout
+
+    @sa.event.listens_for(engine, "checkin")
+    def _stop_clock(_dbapi_connection: Any, record: Any) -> None:
+        deadline = record.info.get(_DEADLINE)
+        if deadline is not None:
+            deadline[0] = 0.0
 
     @sa.event.listens_for(engine, "begin")
     def _begin(conn: sa.Connection) -> None:

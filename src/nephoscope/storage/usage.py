@@ -50,7 +50,7 @@ from typing import Any, Final
 
 from nephoscope.storable import check_time
 from nephoscope.storage.base import Condition, SampleFilter, Store, StoredSample
-from nephoscope.storage.rates import metadata_value, steps
+from nephoscope.storage.rates import BY_RESOURCE_AND_TIME, metadata_value, steps
 
 __all__ = [
     "DEFAULT_MAX_GAP",
@@ -164,6 +164,10 @@ def _shifted(moment: datetime, by: timedelta) -> datetime:
         return (datetime.max if by > timedelta(0) else datetime.min).replace(tzinfo=UTC)
 
 
+#: The largest vCPU count, memory or disk size read from metadata.
+MAX_SIZE: Final = 1e15
+
+
 def usage(
     store: Store,
     since: datetime,
@@ -183,7 +187,7 @@ def usage(
         SampleFilter(project_id=project_id, since=before, until=until),
         limit=None,
         where=Condition("meter", "in", tuple(COUNTERS)),
-        orderby=[("meter", False), ("resource_id", False), ("timestamp", False)],
+        orderby=[("meter", False), *BY_RESOURCE_AND_TIME],
     )
     totals = project_usage(instances, counters, since, until, max_gap)
     if project_id is not None:
@@ -315,8 +319,10 @@ def _observe(previous: _Holding, samples: Sequence[StoredSample]) -> _Holding:
 def _number(metadata: Mapping[str, Any], keys: Sequence[str]) -> float | None:
     for key in keys:
         value = metadata_value(metadata, key)
+        # A size no machine has (or below zero) is not one: it would overflow the
+        # totals (1e308 vCPUs) or take from them.
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            return float(value) if 0 <= value <= MAX_SIZE else None
     return None
 
 

@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 from tests.conftest import fresh_postgresql_database
 
 from nephoscope.api import create_app
-from nephoscope.config import DEFAULT_SECRET, MAX_SQL_TERMS
+from nephoscope.api.errors import read_timed_out
+from nephoscope.config import DEFAULT_SECRET, MAX_SQL_TERMS, StoreSettings
 from nephoscope.messaging.meter import counter_to_message
 from nephoscope.storage import open_store
 from nephoscope.storage.base import SampleFilter
@@ -382,3 +384,54 @@ def test_links_never_come_from_the_host_header(tmp_path: Path) -> None:
         resource = client.get("/v2/resources/vm1", headers=evil).json()
         assert resource["links"][0]["href"] == "https://metering.example.org/v2/resources/vm1"
     store.close()
+
+
+def test_like_is_bounded(writable: TestClient) -> None:
+    like = {"like": {"resource_metadata.s": "%a%"}}
+    assert complex_query(writable, {"or": [like] * 4}).status_code == 200
+    assert "like" in fault(complex_query(writable, {"or": [like] * 5}), 400)
+    too_long = {"like": {"resource_metadata.s": "%" + "a" * 128}}
+    assert "like" in fault(complex_query(writable, too_long), 400)
+
+
+#: A statement of about half a second on each database.
+SLOW = {
+    "sqlite": "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) "
+    "SELECT count(*) FROM c",
+    "postgresql": "SELECT pg_sleep(0.5)",
+}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_reads_stop_at_the_read_timeout_and_writes_do_not(kind: str, tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        url = f"sqlite:///{tmp_path / 'timeout.db'}"
+        if kind == "postgresql":
+            url = stack.enter_context(fresh_postgresql_database("nephoscope_timeout"))
+        store = open_store(StoreSettings(url=url, read_timeout=0.1))
+        stack.callback(store.close)
+        began = time.monotonic()
+        with pytest.raises(OperationalError) as stopped, store.engine.connect() as conn:
+            conn.exec_driver_sql(SLOW[kind]).all()
+        assert read_timed_out(stopped.value) and time.monotonic() - began < 0.4
+        with store._writer.begin() as conn:  # a write transaction: never cut short
+            conn.exec_driver_sql(SLOW[kind]).all()
+        with store.engine.connect() as conn:  # the connection reads on as usual
+            assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+def test_a_stopped_read_is_a_400(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = make_settings(tmp_path)
+    store_settings = settings.store.model_copy(update={"read_timeout": 0.1})
+    store = open_store(store_settings)
+
+    def slow(*_args: Any, **_kwargs: Any) -> Any:
+        with store.engine.connect() as conn:
+            return conn.exec_driver_sql(SLOW["sqlite"]).all()
+
+    monkeypatch.setattr(store, "samples", slow)
+    try:
+        with TestClient(create_app(settings, store)) as client:
+            assert "read_timeout" in fault(client.get("/v2/samples", headers=ADMIN), 400)
+    finally:
+        store.close()
