@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import orjson
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from nephoscope import logs
 from nephoscope.config import (
     ConfigError,
     Settings,
@@ -57,7 +58,8 @@ db_app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+# soft_wrap: never a line break of rich's own in a message, whatever the width.
+err = Console(stderr=True, soft_wrap=True)
 LOG = logging.getLogger("nephoscope")
 
 ConfigOption = Annotated[
@@ -81,20 +83,25 @@ UntilOption = Annotated[
 LimitOption = Annotated[int, typer.Option("--limit", "-n", min=1, help="Most rows to show.")]
 
 
+def say_error(message: str) -> None:
+    """``error: <message>`` on standard error: in red at a terminal, else on one line."""
+    if logs.is_terminal(sys.stderr):
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    else:
+        # A file, a pipe, journald: one line however long, so grep finds all of it.
+        sys.stderr.write(f"error: {logs.one_line(message)}\n")
+        sys.stderr.flush()
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    say_error(message)
     raise typer.Exit(code)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
-    # Alembic narrates every start-up at INFO; the store logs an upgrade itself.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+def setup_logging(level: str, fmt: logs.LogFormat = "text") -> None:
+    """Log at ``level`` to standard error: rich at a terminal, one line per record
+    (text or JSON, as ``fmt`` says) elsewhere."""
+    logs.configure(level, fmt)
 
 
 def settings_from(config: Path | None) -> Settings:
@@ -103,7 +110,7 @@ def settings_from(config: Path | None) -> Settings:
         settings = load_settings(config)
     except ConfigError as exc:
         fail(f"bad configuration: {exc}")
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     return settings
 
 
@@ -198,14 +205,41 @@ def sample_filter(
 
 def _stop_on_signals(stop: threading.Event) -> None:
     def handler(signum: int, _frame: Any) -> None:
+        # Logged, not printed: a log file keeps one record per line.
         if stop.is_set():
-            err.print("second signal: exiting without flushing")
+            LOG.warning("second signal: exiting without flushing")
             raise SystemExit(130)
-        err.print(f"{signal.Signals(signum).name}: stopping, flushing what is in flight...")
+        LOG.info("%s: stopping, flushing what is in flight...", signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextmanager
+def _exit_on_signals() -> Iterator[None]:
+    """For ``api``: uvicorn takes SIGINT and SIGTERM while it serves and raises them
+    again once it has stopped; exit cleanly then (or on one before it serves), so
+    that the stop line is logged. The handlers before are put back on leaving."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        LOG.info("%s: stopping", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    before = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, previous in before.items():
+            signal.signal(signum, previous)
+
+
+def _agent_counts(manager: AgentManager) -> dict[str, int]:
+    return {
+        "cycles": manager.cycles,
+        "counters_published": manager.counters_published,
+        "publish_failures": manager.publish_failures,
+    }
 
 
 def _warn_defaults(settings: Settings) -> None:
@@ -281,25 +315,38 @@ def api(
     if workers > 1:
         from nephoscope.api.server import serve_workers
 
+        url = f"http://{settings.api.host}:{settings.api.port}"
         out.print(
-            f"[bold]Nephoscope API[/] on [cyan]http://{settings.api.host}:{settings.api.port}[/] "
+            f"[bold]Nephoscope API[/] on [cyan]{url}[/] "
             f"({workers} workers; auth: {settings.api.auth}; Ctrl-C stops)"
+        )
+        LOG.info(
+            logs.start_message(
+                f"api ({workers} workers)", settings, store=settings.store.url, api=url
+            )
         )
         try:
             serve_workers(settings, str(config.resolve()) if config else None, workers)
         except ConfigError as exc:
             fail(f"bad configuration: {exc}")
+        LOG.info(logs.stop_message("api", {}))
         return
     with opened_store(settings) as store:
         server = _api_server(settings, store)
         out.print(
             f"[bold]Nephoscope API[/] on [cyan]{server.url}[/] "
-            f"(auth: {settings.api.auth}; store: {settings.store.url}; Ctrl-C stops)"
+            f"(auth: {settings.api.auth}; store: {logs.safe_url(settings.store.url)}; "
+            "Ctrl-C stops)"
         )
+        LOG.info(logs.start_message("api", settings, store=settings.store.url, api=server.url))
         from nephoscope.api.server import settle_heap
 
         settle_heap()
-        server.serve()
+        try:
+            with _exit_on_signals():
+                server.serve()
+        finally:
+            LOG.info(logs.stop_message("api", {}))
 
 
 @app.command()
@@ -333,10 +380,16 @@ def run(config: ConfigOption = None) -> None:
         if notifications is not None:
             listener = notifications[2]
             out.print(f"  notifications: {listener.safe_url} ({listener.describe()})")
-        out.print(f"  store: {settings.store.url}")
+        out.print(f"  store: {logs.safe_url(settings.store.url)}")
         if api_server is not None:
             out.print(f"  api:   {api_server.url}/v2 (auth: {settings.api.auth})")
         out.print("  query: nephoscope samples --meter hardware.cpu.util   (Ctrl-C stops)")
+        where = {"bus": settings.bus.url, "store": settings.store.url}
+        if notifications is not None:
+            where["notifications"] = notifications[2].url
+        if api_server is not None:
+            where["api"] = api_server.url
+        LOG.info(logs.start_message("run", settings, **where))
         _stop_on_signals(agent_stop)
         from nephoscope.api.server import settle_heap
 
@@ -354,6 +407,7 @@ def run(config: ConfigOption = None) -> None:
             if api_server is not None:
                 api_server.stop()
         stats = collector.stats
+        LOG.info(logs.stop_message("run", asdict(stats) | _agent_counts(agent)))
         out.print(
             f"stopped: {stats.stored} sample(s) stored, {stats.duplicates} duplicate(s), "
             f"{stats.dead_letters} dead letter(s)"
@@ -384,10 +438,12 @@ def agent(
     stop = threading.Event()
     _stop_on_signals(stop)
     out.print(f"agent polling {', '.join(manager.namespaces)} -> {publisher.destination}")
+    LOG.info(logs.start_message("agent", settings, bus=settings.bus.url))
     try:
         manager.run(stop)
     finally:
         publisher.close()
+        LOG.info(logs.stop_message("agent", _agent_counts(manager)))
 
 
 @app.command()
@@ -399,8 +455,16 @@ def collector(config: ConfigOption = None) -> None:
         service = _collector(settings, store)
         stop = threading.Event()
         _stop_on_signals(stop)
-        out.print(f"collector: {service.bus.safe_url} -> {settings.store.url}")
-        service.run(stop)
+        out.print(f"collector: {service.bus.safe_url} -> {logs.safe_url(settings.store.url)}")
+        LOG.info(
+            logs.start_message(
+                "collector", settings, bus=settings.bus.url, store=settings.store.url
+            )
+        )
+        try:
+            service.run(stop)
+        finally:
+            LOG.info(logs.stop_message("collector", asdict(service.stats)))
 
 
 def _notification_processor(
@@ -547,12 +611,18 @@ def notification_agent(config: ConfigOption = None) -> None:
         f"notification agent: {listener.safe_url} ({listener.describe()}) "
         f"-> {publisher.destination}"
     )
+    LOG.info(
+        logs.start_message(
+            "notification-agent", settings, notifications=listener.url, bus=settings.bus.url
+        )
+    )
     try:
         listener.run(stop)
     except NotificationBusError as exc:
         fail(str(exc))
     finally:
         publisher.close()
+        LOG.info(logs.stop_message("notification-agent", asdict(listener.stats)))
     stats = listener.stats
     out.print(
         f"stopped: {stats.received} notification(s), {stats.counters} counter(s) published, "
@@ -888,7 +958,7 @@ def dead_letters(
             with _connected(url) as connection:
                 rows.extend(asdict(letter) for letter in peek(connection, names, limit))
         except Exception as exc:
-            err.print(f"[bold red]error:[/] {_safe(url)}: {type(exc).__name__}: {exc}")
+            say_error(f"{logs.safe_url(url)}: {type(exc).__name__}: {exc}")
             unreachable = True
     if json:
         emit_json(rows)
@@ -939,17 +1009,12 @@ def _connected(url: str) -> Iterator[Any]:
         yield connection
 
 
-def _safe(url: str) -> str:
-    from kombu.utils.url import maybe_sanitize_url
-
-    return str(maybe_sanitize_url(url))
-
-
 @app.command()
 def status(config: ConfigOption = None, json: JsonOption = False) -> None:
     """Is everything reachable, what is waiting, what was refused, how fresh is the data.
 
-    Exits with status 1 when a bus or the store cannot be reached.
+    Exits with status 1 when a bus or the store cannot be reached, or when the
+    agent's last publish was refused and none has succeeded since.
     """
     from nephoscope.messaging.bus import KombuBus
     from nephoscope.messaging.deadletter import depths
@@ -981,12 +1046,19 @@ def status(config: ConfigOption = None, json: JsonOption = False) -> None:
             queued.update(dict.fromkeys(names))  # unknown
             if url != settings.bus.url:  # the metering bus's failure is said above
                 report["notification_bus_reachable"] = False
-                report["notification_bus_error"] = f"{_safe(url)}: {type(exc).__name__}: {exc}"
+                report["notification_bus_error"] = (
+                    f"{logs.safe_url(url)}: {type(exc).__name__}: {exc}"
+                )
             healthy = False
     buffer = settings.publisher.buffer
     assert buffer.path is not None
     spool = Spool(buffer.path, buffer.max_samples)
     report["agent_buffered"], report["agent_dropped"] = spool.counts()
+    refused = spool.last_error()
+    if refused is not None:
+        # Kept by the agent until a publish succeeds: the bus is refusing it now.
+        report["agent_bus_error"] = f"since {_when(refused[1])}: {refused[0]}"
+        healthy = False
     spool.close()
     try:
         store = open_store(settings.store)

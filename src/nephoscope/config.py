@@ -128,6 +128,10 @@ def refuse_default_secret(settings: Settings, where: str) -> None:
         )
 
 
+#: RabbitMQ queue types Nephoscope declares.
+QueueType = Literal["classic", "quorum"]
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,7 +148,13 @@ class BusSettings(Section):
     #: Declare the exchange and the queue durable. oslo.messaging declares both with its
     #: ``amqp_durable_queues`` (false by default): where OpenStack services share them,
     #: use the same value, or the second declaration fails (406 PRECONDITION_FAILED).
+    #: Only used to declare what is absent: an exchange or queue that exists is used as
+    #: the broker has it (a warning says so once when it is not durable).
     durable: bool = True
+    #: RabbitMQ queue type of the metering queue and its dead-letter queue when they are
+    #: declared: ``quorum`` (replicated, always durable) as oslo.messaging's
+    #: ``rabbit_quorum_queue``, or ``classic``.
+    queue_type: QueueType = "classic"
 
 
 class BufferSettings(Section):
@@ -467,8 +477,12 @@ class NotificationSettings(Section):
     #: oslo.messaging listener pool: when set, one queue of this name instead of
     #: ``<topic>.<priority>`` (to receive every notification beside another consumer).
     pool: str | None = Field(default=None, min_length=1)
-    #: Declare the exchanges and queues durable, as oslo.messaging's ``amqp_durable_queues``.
+    #: Declare the exchanges and queues durable, as oslo.messaging's ``amqp_durable_queues``;
+    #: only for those absent (those that exist are used as the broker has them).
     durable: bool = False
+    #: RabbitMQ queue type of the notification queues when they are declared, as
+    #: oslo.messaging's ``rabbit_quorum_queue`` (``quorum``) or not (``classic``).
+    queue_type: QueueType = "classic"
     #: Unacknowledged notifications the listener holds at once.
     prefetch: int = Field(default=256, ge=1, le=65_535)
     #: Seconds a partial batch of counters may wait before it is published.
@@ -492,6 +506,10 @@ class Settings(BaseSettings):
     #: This host's name, used as the resource id of host meters.
     host: str = Field(default_factory=socket.gethostname, min_length=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: How daemons write log records when stderr is not a terminal: ``text``, one line
+    #: per record (time, level, logger, message), or ``json``, one JSON object per line.
+    #: At a terminal they are drawn for people either way.
+    log_format: Literal["text", "json"] = "text"
     bus: BusSettings = Field(default_factory=BusSettings)
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tests.support import popen, running, stop_process
 
 from nephoscope.agent import AgentManager
 from nephoscope.collector import Collector
@@ -46,26 +46,25 @@ def test_host_cycle_lands_in_the_store_with_bad_messages_dead_lettered(tmp_path:
     settings = settings_for(tmp_path)
     store = open_store(settings.store)
     collector = Collector(settings, store)
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=collector.run, args=(stop, ready))
-    thread.start()
-    assert ready.wait(10)
+    ready = threading.Event()
     publisher = Publisher(settings)
-    agent = AgentManager(settings, publisher)
-    source = settings.polling.sources[0]
-    published = agent.poll_and_publish(source)
-    assert published > 10
+    try:
+        with running(collector.run, threading.Event(), ready):
+            assert ready.wait(10)
+            agent = AgentManager(settings, publisher)
+            source = settings.polling.sources[0]
+            published = agent.poll_and_publish(source)
+            assert published > 10
 
-    # A forged message and a garbage body on the same bus, between good batches.
-    bus = KombuBus(settings.bus)
-    forged = counter_to_message(agent.poll(source)[0], "wrong secret", str(uuid.uuid4()))
-    bus.send([forged])
-    bus.publish_raw(b"this is not json")
-    again = agent.poll_and_publish(source)
-    bus.close()
-    stop.set()
-    thread.join(30)
-    publisher.close()
+            # A forged message and a garbage body on the same bus, between good batches.
+            bus = KombuBus(settings.bus)
+            forged = counter_to_message(agent.poll(source)[0], "wrong secret", str(uuid.uuid4()))
+            bus.send([forged])
+            bus.publish_raw(b"this is not json")
+            again = agent.poll_and_publish(source)
+            bus.close()
+    finally:
+        publisher.close()
 
     stored = store.samples(SampleFilter(), limit=None)
     assert len(stored) == published + again
@@ -94,15 +93,11 @@ def test_redelivered_batch_is_not_stored_twice(tmp_path: Path) -> None:
     bus.publish_raw(body)
     bus.publish_raw(body)  # as a broker does after a lost acknowledgement
     bus.close()
-    stop = threading.Event()
-    thread = threading.Thread(target=collector.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + 20
-    while collector.stats.stored + collector.stats.duplicates < 2 * len(messages):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    stop.set()
-    thread.join(30)
+    with running(collector.run, threading.Event()):
+        deadline = time.monotonic() + 20
+        while collector.stats.stored + collector.stats.duplicates < 2 * len(messages):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
     assert collector.stats.stored == len(messages)
     assert collector.stats.duplicates == len(messages)
     assert store.status().samples == len(messages)
@@ -132,10 +127,9 @@ def write_config(tmp_path: Path, interval: float = 2) -> Path:
 def test_run_meters_this_host_and_ctrl_c_flushes(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     env = dict(os.environ, NEPHOSCOPE_CONFIG=str(config))
-    process = subprocess.Popen(
+    with popen(
         [*NEPHOSCOPE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    ) as process:
         deadline = time.monotonic() + 60
         rows: list[dict] = []
         while time.monotonic() < deadline and not rows:
@@ -147,9 +141,7 @@ def test_run_meters_this_host_and_ctrl_c_flushes(tmp_path: Path) -> None:
                 rows = [json.loads(line) for line in result.stdout.splitlines()]
         assert rows, "no hardware.cpu.util sample within one polling interval"
         assert rows[0]["resource_id"] == "clihost" and rows[0]["unit"] == "%"
-    finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        out, err = stop_process(process)
     assert process.returncode == 0, err
     assert "metering clihost" in out and "store:" in out
     stored = int(out.rsplit("stopped: ", 1)[1].split()[0])

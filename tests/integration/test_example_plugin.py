@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,9 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support import popen, stop_process
 from tests.unit.test_meters_doc import documented
 
-pytestmark = pytest.mark.integration
+# Its fixture lets pip install take up to 300 s: past the default timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "nephoscope-example-plugin"
@@ -62,10 +63,9 @@ def test_installed_plugin_is_listed_polled_and_stored(
     assert polled["resource_id"] == "examplehost" and polled["volume"] > 0
 
     env = dict(os.environ, NEPHOSCOPE_CONFIG=str(config))
-    process = subprocess.Popen(
+    with popen(
         [*NEPHOSCOPE, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    ) as process:
         rows: list[dict] = []
         deadline = time.monotonic() + 60
         while not rows and time.monotonic() < deadline:
@@ -78,8 +78,6 @@ def test_installed_plugin_is_listed_polled_and_stored(
                 timeout=60,
             )
             rows = [json.loads(x) for x in out.stdout.splitlines()]
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
+        stop_process(process)
     assert rows and rows[0]["resource_id"] == "examplehost"
     assert process.returncode == 0

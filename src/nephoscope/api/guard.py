@@ -128,8 +128,14 @@ def _status_and_message(exc: ApiError | HTTPException) -> tuple[int, str]:
     return exc.status_code, str(exc.detail)
 
 
+#: Frames of an unexpected error's traceback that are logged.
+_FRAMES = 8
+
+
 def _log_unexpected(scope: Scope, exc: Exception) -> None:
-    frames = "".join(traceback.format_tb(exc.__traceback__))
+    # The innermost frames say where it broke; the framework's outer ones would
+    # make a record (one line in a log file) several kilobytes long.
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-_FRAMES:])
     LOG.error(
         "unexpected error answering %s %s: %s\n%s",
         scope.get("method"),

@@ -65,6 +65,9 @@ class ApiServer:
             host=settings.api.host,
             port=settings.api.port,
             log_level="warning",
+            # uvicorn's own logging config would write its records in its own format:
+            # without it they go to ours (one line each in a log file).
+            log_config=None,
             access_log=False,
             lifespan="off",
         )
@@ -117,6 +120,7 @@ def serve_workers(settings: Settings, config: str | None, workers: int) -> None:
         port=settings.api.port,
         workers=workers,
         log_level="warning",
+        log_config=None,  # as in ApiServer; each worker sets up ours in app_from_environment
         access_log=False,
         lifespan="off",
     )
@@ -128,10 +132,12 @@ def app_from_environment() -> Any:
     Used by ``nephoscope api --workers N``, where every worker process opens its
     own store.
     """
+    from nephoscope import logs
     from nephoscope.config import load_settings
     from nephoscope.storage import open_store
 
     settings = load_settings(None)
+    logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings, open_store(settings.store))
     settle_heap()
     return app

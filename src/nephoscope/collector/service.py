@@ -197,7 +197,9 @@ class Collector:
         suffix = settings.collector.dead_letter_suffix
         self._queue_dead_letters: QueueDeadLetters | None = None
         if dead_letters is None and not self._embedded and suffix:
-            self._queue_dead_letters = QueueDeadLetters(settings.bus.url, suffix)
+            self._queue_dead_letters = QueueDeadLetters(
+                settings.bus.url, suffix, settings.bus.queue_type
+            )
             dead_letters = self._queue_dead_letters
         #: Where dead letters go; None: into the store with their batch.
         self.dead_letters = dead_letters
@@ -445,6 +447,11 @@ class Collector:
                 future.result()
             except Exception:
                 LOG.debug("batch in flight failed while the bus was lost", exc_info=True)
+
+    def close(self) -> None:
+        """Stop the writer thread once its batch is written; ``run`` does so on leaving,
+        a caller that used :meth:`add` and :meth:`flush` itself calls this."""
+        self._shutdown_writer()
 
     def _shutdown_writer(self) -> None:
         if self._writer is not None:

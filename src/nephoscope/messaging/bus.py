@@ -15,20 +15,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import AMQPError
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 from kombu.message import Message
 from kombu.messaging import Consumer, Producer
-from kombu.utils.url import maybe_sanitize_url
 
 from nephoscope.config import BusSettings
+from nephoscope.logs import safe_url
+from nephoscope.messaging.declare import adopt_queue, queue_arguments
 from nephoscope.messaging.envelope import encode_notification
 from nephoscope.messaging.meter import METERING_EVENT_TYPE, METERING_PRIORITY
 
-__all__ = ["KombuBus", "PublishError", "consume_until", "open_connection"]
+__all__ = ["KombuBus", "PublishError", "consume_until", "open_connection", "refusal_code"]
 
 LOG = logging.getLogger(__name__)
 
@@ -37,8 +38,34 @@ LOG = logging.getLogger(__name__)
 _POLLING_INTERVAL = 0.02
 
 
+#: AMQP reply codes of refusals that do not pass by themselves: access refused,
+#: no such exchange or vhost, a declaration that differs, a vhost not allowed.
+_LASTING_CODES: Final = frozenset({402, 403, 404, 406, 530})
+
+
 class PublishError(Exception):
-    """The bus did not take a batch."""
+    """The bus did not take a batch.
+
+    ``lasting`` when the broker refused it for a reason that will not pass by
+    itself (a permission, a missing exchange, a conflicting declaration):
+    trying again at once only repeats the refusal until someone changes a setting.
+    """
+
+    def __init__(self, text: str, *, lasting: bool = False) -> None:
+        super().__init__(text)
+        self.lasting = lasting
+
+
+def refusal_code(exc: BaseException) -> int | None:
+    """The AMQP reply code of a broker's refusal in ``exc`` or its causes, if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, AMQPError) and current.code:
+            return int(current.code)
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def open_connection(url: str, *, confirm_publish: bool = True) -> Connection:
@@ -74,8 +101,10 @@ class KombuBus:
             self.routing_key,
             exchange=self.exchange,
             routing_key=self.routing_key,
-            durable=settings.durable,
+            # RabbitMQ has quorum queues durable only.
+            durable=settings.durable or settings.queue_type == "quorum",
             auto_delete=False,
+            queue_arguments=queue_arguments(settings.queue_type),
         )
         self.publisher_id = f"nephoscope.agent.{socket.gethostname()}"
         self._connection: Connection | None = None
@@ -85,10 +114,17 @@ class KombuBus:
         """A new connection; each thread that uses the bus needs its own."""
         return open_connection(self.settings.url)
 
+    def adopt(self, connection: Connection) -> Queue:
+        """The metering queue and exchange as the broker has them (see :mod:`.declare`)."""
+        queue = adopt_queue(connection, self.queue)
+        self.queue, self.exchange = queue, queue.exchange
+        return queue
+
     def _ensure_producer(self) -> Producer:
         if self._producer is None:
-            self._connection = self.connect()
-            self._producer = Producer(self._connection.default_channel)
+            connection = self._connection = self.connect()
+            self.adopt(connection)
+            self._producer = Producer(connection.default_channel)
         return self._producer
 
     def send(self, messages: Sequence[dict[str, Any]]) -> None:
@@ -118,7 +154,10 @@ class KombuBus:
             )
         except Exception as exc:
             self.close()
-            raise PublishError(f"{self.safe_url}: {self.describe_error(exc)}") from exc
+            raise PublishError(
+                f"{self.safe_url}: {self.describe_error(exc)}",
+                lasting=refusal_code(exc) in _LASTING_CODES,
+            ) from exc
 
     def consumer(
         self, connection: Connection, on_message: Callable[[Message], None], prefetch: int
@@ -129,7 +168,7 @@ class KombuBus:
         """
         return Consumer(
             connection.channel(),
-            queues=[self.queue],
+            queues=[self.adopt(connection)],
             on_message=on_message,
             no_ack=False,
             auto_declare=True,
@@ -139,26 +178,39 @@ class KombuBus:
     def queue_depth(self) -> int:
         """Messages waiting in the metering queue."""
         with self.connect() as connection:
-            bound = self.queue.bind(connection.default_channel)
-            bound.declare()
+            bound = self.adopt(connection).bind(connection.default_channel)
             result = bound.queue_declare(passive=True)
             return int(result.message_count)
 
     def describe_error(self, exc: BaseException) -> str:
-        """``exc`` in words, with what to change when the broker refused a declaration."""
+        """``exc`` in words, with the setting to change when the broker refused something."""
         text = f"{type(exc).__name__}: {exc}"
-        if isinstance(exc, PreconditionFailed):
-            text += (
-                f" (the exchange {self.exchange.name!r} or queue {self.queue.name!r} exists with"
-                f" other settings: bus.durable, now {self.settings.durable}, must match"
-                " oslo.messaging's amqp_durable_queues where OpenStack services share them)"
-            )
-        return text
+        hint = {
+            402: "the virtual host in bus.url does not exist",
+            403: (
+                "the user in bus.url may not use this virtual host, or may not configure or"
+                f" write to the exchange {self.exchange.name!r}: grant it (rabbitmqctl"
+                " set_permissions) or change bus.url or bus.exchange"
+            ),
+            404: (
+                f"the exchange {self.exchange.name!r} does not exist and was not declared:"
+                " check bus.exchange and the virtual host in bus.url"
+            ),
+            406: (
+                f"the exchange {self.exchange.name!r} or queue {self.queue.name!r} exists with"
+                f" other settings (bus.durable is {self.settings.durable}, bus.queue_type"
+                f" {self.settings.queue_type}); they must match oslo.messaging's"
+                " amqp_durable_queues and rabbit_quorum_queue where OpenStack services"
+                " share them"
+            ),
+            530: "the user in bus.url may not use its virtual host",
+        }.get(refusal_code(exc) or 0)
+        return f"{text} ({hint})" if hint else text
 
     @property
     def safe_url(self) -> str:
         """The bus URL without its password, for logs."""
-        return str(maybe_sanitize_url(self.settings.url))
+        return safe_url(self.settings.url)
 
     def close(self) -> None:
         if self._connection is not None:

@@ -28,7 +28,9 @@ from kombu.connection import Connection
 from kombu.entity import Queue
 from kombu.messaging import Producer
 
+from nephoscope.config import QueueType
 from nephoscope.messaging.bus import open_connection
+from nephoscope.messaging.declare import adopt_queue, queue_arguments
 
 __all__ = [
     "HEADER_PREFIX",
@@ -82,9 +84,10 @@ class QueueDeadLetters:
     ``message_id``. Not thread-safe: one per consuming thread.
     """
 
-    def __init__(self, url: str, suffix: str) -> None:
+    def __init__(self, url: str, suffix: str, queue_type: QueueType = "classic") -> None:
         self.url = url
         self.suffix = suffix
+        self.queue_type = queue_type
         # A connection of its own: waiting for confirms on a consumer's
         # connection would deliver that consumer's messages in the middle of
         # its own flush.
@@ -117,8 +120,14 @@ class QueueDeadLetters:
         channel = self._ensure_channel()
         # Declared on every put, not once: an operator may delete a dead-letter
         # queue to empty it, and a letter sent to no queue would be lost.
+        # One that exists with other settings is used as it is.
+        assert self._connection is not None
+        arguments = queue_arguments(self.queue_type)
         for name in dict.fromkeys(self.queue_for(letter.queue) for letter in letters):
-            Queue(name, durable=True, auto_delete=False).bind(channel).declare()
+            adopt_queue(
+                self._connection,
+                Queue(name, durable=True, auto_delete=False, queue_arguments=arguments),
+            )
         producer = Producer(channel)
         for letter in letters:
             producer.publish(

@@ -11,14 +11,11 @@ import fnmatch
 import hashlib
 import math
 import re
-import threading
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
 __all__ = [
-    "LogLimiter",
     "compile_event_types",
     "parse_timestamp",
     "stable_counter_id",
@@ -128,30 +125,3 @@ def stable_counter_id(notification_id: str, moment: datetime, name: str, resourc
 
 
 _VARIANT: Final = "89ab"
-
-
-class LogLimiter:
-    """Lets one log line through per key and interval; counts the ones held back.
-
-    A definition that fails on every notification of a busy cloud would write
-    thousands of identical lines a second; with this it writes one a minute.
-    Thread-safe.
-    """
-
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
-        self.interval = interval
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, key: str) -> int | None:
-        """None to hold the line back, else how many lines of ``key`` were held since the last."""
-        now = self._clock()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self.interval:
-                self._held[key] = self._held.get(key, 0) + 1
-                return None
-            self._last[key] = now
-            return self._held.pop(key, 0)

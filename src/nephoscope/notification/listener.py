@@ -3,21 +3,27 @@
 It declares what oslo.messaging declares for a notification listener: for each
 exchange (``nova``, ``cinder``, ...) and topic (``notifications``) a topic
 exchange, and the queue ``<topic>.<priority>`` (``notifications.info``) bound
-to it with that routing key (or one queue named ``notifications.pool``). Exchanges and queues
-are non-durable unless ``notifications.durable`` is set, as
-oslo.messaging's ``amqp_durable_queues`` does: Nova declares the same queue
-when it sends, and RabbitMQ refuses a second declaration that differs
-(406 PRECONDITION_FAILED).
+to it with that routing key (or one queue named ``notifications.pool``). Nova
+declares the same queue when it sends, with oslo.messaging's
+``amqp_durable_queues`` and ``rabbit_quorum_queue``, and RabbitMQ refuses a
+second declaration that differs (406 PRECONDITION_FAILED): so an exchange or
+queue that exists is used as the broker has it (:mod:`nephoscope.messaging.declare`),
+and ``notifications.durable`` and ``notifications.queue_type`` declare only
+those absent.
 
 Messages are processed as they arrive and acknowledged in batches, only after
-the batch's counters were handed to the publisher (``Publisher.publish``
-returned: the bus confirmed them). A message that cannot be metered is
-dead-lettered with its reason, then acknowledged: on RabbitMQ to the queue
-``<queue><notifications.dead_letter_suffix>`` (``notifications.info.dead``,
-through :mod:`nephoscope.messaging.deadletter`, as the collector's), on the
-embedded bus to the store's dead-letter table. Nothing is requeued for its
-content; a batch is handed back to the broker only when the publisher or the
-dead-letter queue failed, which is the bus's fault, not the message's.
+the batch's counters are on the bus (confirmed) or in the agent's buffer, where
+they are never dropped. When the buffer has no room for them, the batch is
+handed back and the listener stops consuming until the bus takes samples again:
+the notifications wait on their queue, where the broker keeps them.
+
+A message that cannot be metered is dead-lettered with its reason, then
+acknowledged: on RabbitMQ to the queue ``<queue><notifications.dead_letter_suffix>``
+(``notifications.info.dead``, through :mod:`nephoscope.messaging.deadletter`, as
+the collector's), on the embedded bus to the store's dead-letter table. Nothing
+is requeued for its content; a batch is handed back to the broker only when the
+publisher or the dead-letter queue failed, which is the bus's fault, not the
+message's.
 """
 
 from __future__ import annotations
@@ -31,20 +37,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
-from amqp.exceptions import PreconditionFailed
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue, binding
 from kombu.message import Message
 from kombu.messaging import Consumer
-from kombu.utils.url import maybe_sanitize_url
 
-from nephoscope.messaging.bus import consume_until, open_connection
+from nephoscope.logs import LogLimiter, safe_url
+from nephoscope.messaging.bus import consume_until, open_connection, refusal_code
 from nephoscope.messaging.deadletter import (
     HEADER_PREFIX,
     DeadLetterSink,
     Letter,
     QueueDeadLetters,
 )
+from nephoscope.messaging.declare import adopt_queue, queue_arguments
+from nephoscope.messaging.publisher import BufferFull
 from nephoscope.notification.processor import NotificationProcessor, Outcome
 from nephoscope.plugin import ExchangeTopics
 from nephoscope.storage.base import DeadLetter
@@ -75,6 +82,10 @@ _BUFFER_RETRY: Final = 5.0
 
 class NotificationBusError(Exception):
     """The listener cannot consume as configured (a declaration the broker refuses)."""
+
+
+class _Paused(Exception):
+    """The publisher cannot take more counters: stop consuming until it can."""
 
 
 class StoreDeadLetters:
@@ -139,8 +150,10 @@ def build_queues(targets: Sequence[ExchangeTopics], settings: NotificationSettin
         Queue(
             name,
             bindings=list(bound.values()),
-            durable=settings.durable,
+            # RabbitMQ has quorum queues durable only.
+            durable=settings.durable or settings.queue_type == "quorum",
             auto_delete=False,
+            queue_arguments=queue_arguments(settings.queue_type),
         )
         for name, bound in bindings.items()
     ]
@@ -159,6 +172,8 @@ class ListenerStats:
     skipped: int = 0
     duplicates: int = 0
     publish_errors: int = 0
+    #: Times consuming stopped because the buffer had no room.
+    paused: int = 0
 
 
 @dataclass(slots=True)
@@ -193,7 +208,9 @@ class NotificationListener:
         self._embedded = self.url.startswith("memory:")
         self._queue_dead_letters: QueueDeadLetters | None = None
         if dead_letters is None and not self._embedded and ns.dead_letter_suffix:
-            self._queue_dead_letters = QueueDeadLetters(self.url, ns.dead_letter_suffix)
+            self._queue_dead_letters = QueueDeadLetters(
+                self.url, ns.dead_letter_suffix, ns.queue_type
+            )
             dead_letters = self._queue_dead_letters
         self.dead_letters = dead_letters
         self._pending: list[_Pending] = []
@@ -201,10 +218,12 @@ class NotificationListener:
         self._oldest: float | None = None
         self._stopping = threading.Event()
         self._failures = 0
+        self._paused = False
+        self._said = LogLimiter(60.0)
 
     @property
     def safe_url(self) -> str:
-        return str(maybe_sanitize_url(self.url))
+        return safe_url(self.url)
 
     def describe(self) -> str:
         """The queues and exchanges, for people."""
@@ -218,6 +237,9 @@ class NotificationListener:
     # -- intake ------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
+        if self._paused:
+            # Left unacknowledged: the broker delivers it again once consuming resumes.
+            return
         self.stats.received += 1
         info = message.delivery_info
         routing_key = str(info.get("routing_key") or "")
@@ -256,9 +278,26 @@ class NotificationListener:
         letters = [self._letter(p) for p in pending if p.outcome.problems]
         try:
             if counters:
-                self.publisher.publish(counters)
+                self.publisher.publish(counters, droppable=False)
             if letters:
                 self._dead_letter(letters)
+        except BufferFull as exc:
+            self.stats.publish_errors += 1
+            if not self._paused:
+                self.stats.paused += 1
+            self._paused = True
+            if (held := self._said.allow("paused")) is not None:
+                LOG.error(
+                    "%s: %d notification(s) go back to their queue, and consuming stops until"
+                    " the bus takes samples again%s",
+                    exc,
+                    len(pending),
+                    f" ({held} more time(s) in the last minute)" if held else "",
+                )
+            for p in pending:
+                with contextlib.suppress(Exception):
+                    p.message.requeue()
+            return False
         except Exception as exc:
             self.stats.publish_errors += 1
             LOG.error(
@@ -355,11 +394,17 @@ class NotificationListener:
                 return
             except NotificationBusError:
                 raise
+            except _Paused:
+                # Leaving the connection hands back every unacknowledged message.
+                self._forget_pending()
+                self._wait_for_room(stop)
+                self._paused = False
+                if stop.is_set():
+                    return
+                LOG.info("the bus takes samples again: consuming notifications again")
             except Exception as exc:
                 # Whatever was not acknowledged is delivered again by the broker.
-                self._pending.clear()
-                self._pending_counters = 0
-                self._oldest = None
+                self._forget_pending()
                 if stop.is_set():
                     LOG.warning("notification bus error while stopping: %s", exc)
                     return
@@ -372,24 +417,40 @@ class NotificationListener:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
 
+    def _forget_pending(self) -> None:
+        self._pending.clear()
+        self._pending_counters = 0
+        self._oldest = None
+
+    def _wait_for_room(self, stop: threading.Event) -> None:
+        """Until the publisher has sent what it buffered (the bus works), or ``stop``."""
+        while not stop.is_set():
+            if self.publisher.flush():
+                return
+            stop.wait(1.0)
+
     def _consume(self, stop: threading.Event, ready: threading.Event | None) -> None:
         with self.connect() as connection:
             connection.ensure_connection(max_retries=1)
             try:
+                # Those that exist are used as they are: oslo.messaging declares the
+                # same queues when it sends, with its own settings.
+                queues = [adopt_queue(connection, queue) for queue in self.queues]
                 consumer = Consumer(
                     connection.channel(),
-                    queues=self.queues,
+                    queues=queues,
                     on_message=self._on_message,
                     no_ack=False,
                     auto_declare=True,
                     prefetch_count=self._prefetch,
                 )
-            except PreconditionFailed as exc:
+            except Exception as exc:
+                if refusal_code(exc) is None:
+                    raise  # not a refusal: the bus went away, try again
                 raise NotificationBusError(
-                    f"{self.safe_url} refused to declare the notification exchanges and queues "
-                    f"(durable={self.settings.notifications.durable}): {exc}. Set "
-                    f"notifications.durable to the amqp_durable_queues of the OpenStack "
-                    f"services that created them"
+                    f"{self.safe_url} refused the notification exchanges and queues: "
+                    f"{type(exc).__name__}: {exc}. Check that the user in notifications.url "
+                    "(or bus.url) may configure and read them"
                 ) from None
             with consumer:
                 if ready is not None:
@@ -404,6 +465,8 @@ class NotificationListener:
                 self.flush()
 
     def _tick(self) -> None:
+        if self._paused and not self._stopping.is_set():
+            raise _Paused
         if self._failures and not self._stopping.is_set():
             # The publisher is failing: let the bus recover before taking more.
             self._stopping.wait(min(5.0, 0.5 * self._failures))

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from nephoscope.counter import Counter
+from nephoscope.logs import LogLimiter
 from nephoscope.messaging.envelope import decode_envelope
 from nephoscope.messaging.errors import RejectedMessage
-from nephoscope.notification.common import LogLimiter, compile_event_types, stable_counter_id
+from nephoscope.notification.common import compile_event_types, stable_counter_id
 from nephoscope.notification.declarative import EvaluationError, MeterDefinition, definition_view
 from nephoscope.plugin import ExchangeTopics, NotificationBase
 

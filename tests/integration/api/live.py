@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import IO
 
 import httpx
 import pytest
+from tests.support import popen
 from tests.unit.api.conftest import SAMPLES, TOKENS
 
 from nephoscope.config import Settings
@@ -47,12 +49,13 @@ def free_port() -> int:
 def running_api(config: Path, port: int, output: IO[bytes]) -> Iterator[subprocess.Popen[bytes]]:
     """``nephoscope api --config config`` serving on ``port``, its output to ``output``;
     fails the test if it does not answer within 30 seconds, and is always stopped."""
-    server = subprocess.Popen(
+    with popen(
         [sys.executable, "-m", "nephoscope", "api", "--config", str(config)],
         stdout=output,
         stderr=subprocess.STDOUT,
-    )
-    try:
+        stop_signal=signal.SIGTERM,
+        timeout=10,
+    ) as server:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -63,10 +66,3 @@ def running_api(config: Path, port: int, output: IO[bytes]) -> Iterator[subproce
                     pytest.fail(f"nephoscope api did not start (exit status {server.poll()})")
                 time.sleep(0.1)
         yield server
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)

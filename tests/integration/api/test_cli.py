@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from tests.integration.api.live import free_port
+from tests.support import popen, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +37,14 @@ def test_run_serves_the_api_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     )
     port = free_port()
     config = write_config(tmp_path, port, f"tokens: '{tmp_path / 'tokens.yaml'}'")
-    process = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}/v2/meters"
+    with popen(
         [*NEPHOSCOPE, "run", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=dict(os.environ),
-    )
-    url = f"http://127.0.0.1:{port}/v2/meters"
-    try:
+    ) as process:
         deadline = time.monotonic() + 60
         meters: list[dict[str, str]] = []
         while time.monotonic() < deadline and not meters:
@@ -58,9 +57,7 @@ def test_run_serves_the_api_and_ctrl_c_stops_it(tmp_path: Path) -> None:
             meters = response.json()
         assert any(m["name"] == "hardware.cpu.util" for m in meters), meters
         assert httpx.get(url, timeout=2).status_code == 401
-    finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=60)
+        out, err = stop_process(process)
     assert process.returncode == 0, err
     assert f"api:   http://127.0.0.1:{port}/v2" in out
     with pytest.raises(httpx.TransportError):
@@ -69,15 +66,14 @@ def test_run_serves_the_api_and_ctrl_c_stops_it(tmp_path: Path) -> None:
 
 def test_run_without_tokens_meters_on_and_says_why_there_is_no_api(tmp_path: Path) -> None:
     config = write_config(tmp_path, free_port(), "auth: keystone-less")
-    process = subprocess.Popen(
+    with popen(
         [*NEPHOSCOPE, "run", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    time.sleep(3)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
+    ) as process:
+        time.sleep(3)
+        out, err = stop_process(process)
     assert process.returncode == 0, err
     assert "HTTP API not served" in out + err and "api.tokens" in out + err
 
@@ -85,13 +81,13 @@ def test_run_without_tokens_meters_on_and_says_why_there_is_no_api(tmp_path: Pat
 def test_api_without_auth_warns_loudly(tmp_path: Path) -> None:
     port = free_port()
     config = write_config(tmp_path, port, "auth: none")
-    process = subprocess.Popen(
+    with popen(
         [*NEPHOSCOPE, "api", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
+        timeout=30,
+    ) as process:
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -101,9 +97,7 @@ def test_api_without_auth_warns_loudly(tmp_path: Path) -> None:
                 assert time.monotonic() < deadline and process.poll() is None
                 time.sleep(0.1)
         assert response.status_code == 200 and response.json() == []
-    finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        out, err = stop_process(process, timeout=30)
     assert "api.auth is none" in out + err
 
 

@@ -9,20 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
-from kombu import Connection
+from tests.support import OwnBus, popen, stop_process
 from tests.unit.compute.testdriver import BY_UUID, URI, require_libvirt
-
-from nephoscope.config import load_settings
-from nephoscope.messaging.bus import KombuBus
 
 pytestmark = pytest.mark.integration
 
@@ -30,15 +25,14 @@ NEPHOSCOPE = [sys.executable, "-m", "nephoscope"]
 
 
 @pytest.fixture
-def config(rabbitmq_url: str, tmp_path: Path) -> Iterator[Path]:
+def config(own_bus: OwnBus, tmp_path: Path) -> Path:
     """A configuration on a bus of its own (unique exchange and topic), deleted afterwards."""
     require_libvirt()
-    name = f"nephoscope-compute-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "nephoscope.yaml"
     path.write_text(
         f"metering_secret: compute-e2e\n"
         f"host: compute1\n"
-        f"bus:\n  url: {rabbitmq_url}\n  exchange: {name}\n  topic: {name}\n"
+        f"bus:\n  url: {own_bus.url}\n  exchange: {own_bus.exchange}\n  topic: {own_bus.topic}\n"
         f"store:\n  url: sqlite:///{tmp_path / 'store.db'}\n"
         f"collector:\n  batch_timeout: 0.1\n"
         f"libvirt:\n  uri: {URI}\n"
@@ -47,17 +41,13 @@ def config(rabbitmq_url: str, tmp_path: Path) -> Iterator[Path]:
         f"  sources:\n    - name: instances\n      interval: 5\n      meters: ['*']\n",
         encoding="utf-8",
     )
-    yield path
-    bus = KombuBus(load_settings(path).bus)
-    with Connection(rabbitmq_url) as conn:
-        channel = conn.channel()
-        bus.queue.bind(channel).delete()
-        bus.exchange.bind(channel).delete()
+    return path
 
 
-def start(command: str, config: Path, *args: str) -> subprocess.Popen[str]:
+def start(command: str, config: Path, *args: str) -> AbstractContextManager[subprocess.Popen[str]]:
+    """The process for the block, Ctrl-C'ed (and killed if it must be) on leaving it."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("NEPHOSCOPE_")}
-    return subprocess.Popen(
+    return popen(
         [*NEPHOSCOPE, command, "--config", str(config), *args],
         env=env,
         stdout=subprocess.PIPE,
@@ -68,14 +58,7 @@ def start(command: str, config: Path, *args: str) -> subprocess.Popen[str]:
 
 def stop(process: subprocess.Popen[str]) -> str:
     """Ctrl-C the process and return what it wrote on stderr."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    try:
-        _, stderr = process.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
-    return stderr
+    return str(stop_process(process)[1])
 
 
 def cpu_samples(config: Path) -> list[dict[str, object]]:
@@ -96,22 +79,19 @@ def cpu_samples(config: Path) -> list[dict[str, object]]:
 def test_agent_to_collector_over_rabbitmq_stores_each_instance_with_its_project(
     config: Path,
 ) -> None:
-    collector = start("collector", config)
-    agent = None
-    try:
+    with start("collector", config) as collector:
         time.sleep(1)  # the collector declares the queue before the first cycle is sent
-        agent = start("agent", config, "--namespace", "compute")
-        deadline = time.monotonic() + 60
-        rows: list[dict[str, object]] = []
-        while time.monotonic() < deadline:
-            rows = cpu_samples(config)
-            if {r["resource_id"] for r in rows} >= set(BY_UUID):
-                break
-            assert agent.poll() is None, agent.communicate()[1]
-            assert collector.poll() is None, collector.communicate()[1]
-            time.sleep(0.5)
-    finally:
-        agent_log = stop(agent) if agent is not None else ""
+        with start("agent", config, "--namespace", "compute") as agent:
+            deadline = time.monotonic() + 60
+            rows: list[dict[str, object]] = []
+            while time.monotonic() < deadline:
+                rows = cpu_samples(config)
+                if {r["resource_id"] for r in rows} >= set(BY_UUID):
+                    break
+                assert agent.poll() is None, agent.communicate()[1]
+                assert collector.poll() is None, collector.communicate()[1]
+                time.sleep(0.5)
+            agent_log = stop(agent)
         collector_log = stop(collector)
     projects = {str(r["resource_id"]): r["project_id"] for r in rows}
     assert set(projects) == set(BY_UUID), (agent_log, collector_log)

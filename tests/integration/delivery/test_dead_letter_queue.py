@@ -10,12 +10,12 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from kombu import Connection
+from tests.support import OwnBus, running
 
 from nephoscope.collector import Collector
 from nephoscope.config import Settings
@@ -40,22 +40,13 @@ NOW = datetime.now(UTC)
 
 
 @pytest.fixture
-def settings(rabbitmq_url: str, tmp_path: Path) -> Iterator[Settings]:
-    name = f"nephoscope-dlq-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
+def settings(own_bus: OwnBus, tmp_path: Path) -> Settings:
+    return own_bus.settings(
         metering_secret=SECRET,
-        bus={"url": rabbitmq_url, "exchange": name, "topic": name},
         store={"url": f"sqlite:///{tmp_path / 'dlq.db'}"},
         collector={"batch_timeout": 0.05},
-        notifications={"topics": [f"{name}-n"]},
+        notifications={"topics": [own_bus.notification_topic]},
     )
-    yield settings
-    bus = KombuBus(settings.bus)
-    with Connection(rabbitmq_url) as conn:
-        channel = conn.channel()
-        for queue in (bus.queue.name, f"{bus.queue.name}.dead", f"{name}-n.info.dead"):
-            channel.queue_delete(queue)
-        bus.exchange.bind(channel).delete()
 
 
 def counters(count: int, first: int = 0) -> list[Counter]:
@@ -115,14 +106,10 @@ def test_poison_goes_to_the_dead_letter_queue_and_never_blocks_the_queue(
 
     store = open_store(settings.store)
     collector = Collector(settings, store)
-    stop = threading.Event()
-    thread = threading.Thread(target=collector.run, args=(stop,))
-    thread.start()
-    deadline = time.monotonic() + 30
-    while collector.stats.stored < 603 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    stop.set()
-    thread.join(30)
+    with running(collector.run, threading.Event()):
+        deadline = time.monotonic() + 30
+        while collector.stats.stored < 603 and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert collector.stats.stored == 603 and collector.stats.dead_letters == 3
     assert store.status().samples == 603
     assert store.dead_letters() == [], "on RabbitMQ the dead-letter queue is the place"

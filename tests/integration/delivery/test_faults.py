@@ -8,26 +8,27 @@ the store ends with exactly the N distinct samples.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import pytest
 import sqlalchemy as sa
-from kombu import Connection
+from tests.support import OwnBus, stop_process
 
-from nephoscope.config import Settings
 from nephoscope.counter import Counter
 from nephoscope.messaging.bus import KombuBus
 from nephoscope.messaging.publisher import Publisher
 
-pytestmark = pytest.mark.integration
+# Its own waits (120 + 180 s, then 30 s to stop each collector) are past the default timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 N = 100_000
 NEPHOSCOPE = [sys.executable, "-m", "nephoscope"]
@@ -36,18 +37,16 @@ NEPHOSCOPE = [sys.executable, "-m", "nephoscope"]
 class Rig:
     """RabbitMQ queue + PostgreSQL store + collector processes for one test."""
 
-    def __init__(self, tmp_path: Path, amqp: str, store_url: str) -> None:
-        name = f"nephoscope-faults-{uuid.uuid4().hex[:8]}"
-        self.settings = Settings(
+    def __init__(self, tmp_path: Path, bus: OwnBus, store_url: str) -> None:
+        self.settings = bus.settings(
             metering_secret="faults",
-            bus={"url": amqp, "exchange": name, "topic": name},
             store={"url": store_url},
             collector={"batch_timeout": 0.2},
         )
         self.config = tmp_path / "collector.yaml"
         self.config.write_text(
             f"metering_secret: faults\n"
-            f"bus:\n  url: '{amqp}'\n  exchange: {name}\n  topic: {name}\n"
+            f"bus:\n  url: '{bus.url}'\n  exchange: {bus.exchange}\n  topic: {bus.topic}\n"
             f"store:\n  url: '{store_url}'\n"
             f"collector:\n  batch_timeout: 0.2\n",
             encoding="utf-8",
@@ -55,6 +54,7 @@ class Rig:
         self.engine = sa.create_engine(store_url, pool_pre_ping=True)
         self.processes: list[subprocess.Popen[bytes]] = []
         self.logs = tmp_path
+        self._log_files: list[IO[bytes]] = []
 
     def publish(self, count: int) -> None:
         start = datetime(2026, 11, 1, tzinfo=UTC)
@@ -83,6 +83,7 @@ class Rig:
 
     def start_collector(self) -> subprocess.Popen[bytes]:
         log = (self.logs / f"collector-{len(self.processes)}.log").open("wb")
+        self._log_files.append(log)
         env = dict(os.environ, NEPHOSCOPE_CONFIG=str(self.config))
         process = subprocess.Popen(
             [*NEPHOSCOPE, "collector"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -116,25 +117,20 @@ class Rig:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.logs.glob("*.log"))
 
     def close(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        bus = KombuBus(self.settings.bus)
-        with Connection(self.settings.bus.url) as conn:
-            channel = conn.channel()
-            bus.queue.bind(channel).delete()
-            bus.exchange.bind(channel).delete()
-        self.engine.dispose()
+        """Stop the collectors (SIGTERM, killed after 30 s: a failure)."""
+        try:
+            with contextlib.ExitStack() as stack:
+                for process in self.processes:
+                    stack.callback(stop_process, process, signal.SIGTERM, 30)
+        finally:
+            for log in self._log_files:
+                log.close()
+            self.engine.dispose()
 
 
 @pytest.fixture
-def rig(tmp_path: Path, rabbitmq_url: str, postgresql_url: str) -> Iterator[Rig]:
-    rig = Rig(tmp_path, rabbitmq_url, postgresql_url)
+def rig(tmp_path: Path, own_bus: OwnBus, postgresql_url: str) -> Iterator[Rig]:
+    rig = Rig(tmp_path, own_bus, postgresql_url)
     try:
         yield rig
     finally:

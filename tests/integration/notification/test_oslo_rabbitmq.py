@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ import oslo_messaging
 import pytest
 from kombu import Connection, Exchange, Producer
 from oslo_config import cfg
+from tests.support import OwnBus, Threads, popen, stop_process
 from tests.unit.notification.helpers import INSTANCE, PROJECT, USER, load
 
 from nephoscope.collector import Collector
@@ -42,16 +41,9 @@ VOLUME = "2b6f3e91-4a7c-4d1e-9f80-6c5b4a3d2e10"
 
 
 @pytest.fixture
-def names(rabbitmq_url: str) -> Iterator[tuple[str, str]]:
-    """A unique control exchange and topic, and everything declared on them deleted after."""
-    exchange, topic = f"nova-{uuid.uuid4().hex[:8]}", f"notifications-{uuid.uuid4().hex[:8]}"
-    yield exchange, topic
-    with Connection(rabbitmq_url) as conn:
-        channel = conn.channel()
-        for priority in ("info", "sample", "error", "audit", "debug", "warn", "critical"):
-            for suffix in ("", ".dead"):
-                channel.queue_delete(f"{topic}.{priority}{suffix}")
-        channel.exchange_delete(exchange)
+def names(own_bus: OwnBus) -> tuple[str, str]:
+    """A unique control exchange and topic, everything declared on them deleted after."""
+    return own_bus.notification_exchange, own_bus.notification_topic
 
 
 def notifier(exchange: str, topic: str, driver: str) -> tuple[Any, Any]:
@@ -88,21 +80,30 @@ def settings_for(rabbitmq_url: str, exchange: str, topic: str, tmp_path: Path) -
 
 
 class Pipeline:
-    """Listener (RabbitMQ) -> publisher -> memory bus -> collector -> SQLite, in threads."""
+    """Listener (RabbitMQ) -> publisher -> memory bus -> collector -> SQLite, in threads,
+    for the ``with`` block."""
 
     def __init__(self, settings: Settings) -> None:
         self.store = open_store(settings.store)
         self.collector = Collector(settings, self.store)
         self.publisher = Publisher(settings)
         self.listener = NotificationListener(settings, build_processor(settings), self.publisher)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        for target in (self.collector.run, self.listener.run):
-            ready = threading.Event()
-            thread = threading.Thread(target=target, args=(self._stop, ready))
-            thread.start()
-            assert ready.wait(10), f"{target} did not start"
-            self._threads.append(thread)
+        self._threads = Threads()
+
+    def __enter__(self) -> Pipeline:
+        stop = threading.Event()
+        try:
+            for target in (self.collector.run, self.listener.run):
+                ready = threading.Event()
+                self._threads.start(target, stop, ready, stop=stop)
+                assert ready.wait(10), f"{target} did not start"
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def wait(self, condition: Callable[[], bool], timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -111,11 +112,11 @@ class Pipeline:
         assert condition(), (self.listener.stats, self.collector.stats)
 
     def close(self) -> None:
-        self._stop.set()
-        for thread in reversed(self._threads):
-            thread.join(30)
-        self.publisher.close()
-        self.store.close()
+        try:
+            self._threads.stop()
+        finally:
+            self.publisher.close()
+            self.store.close()
 
 
 def depth(rabbitmq_url: str, queue: str) -> int:
@@ -139,14 +140,11 @@ def test_oslo_notifications_end_in_the_store(
     sender.error(ctxt, "compute.instance.exists", load("compute.instance.exists")["payload"])
     transport.cleanup()
 
-    pipeline = Pipeline(settings_for(rabbitmq_url, exchange, topic, tmp_path))
-    try:
+    with Pipeline(settings_for(rabbitmq_url, exchange, topic, tmp_path)) as pipeline:
         # 7 + 6 instance counters, volume, image, network (2) and bandwidth.
         pipeline.wait(lambda: pipeline.collector.stats.stored == 18)
         assert pipeline.listener.stats.metered == 6
         assert depth(rabbitmq_url, f"{topic}.info") == depth(rabbitmq_url, f"{topic}.sample") == 0
-    finally:
-        pipeline.close()
     store = open_store(settings_for(rabbitmq_url, exchange, topic, tmp_path).store)
     try:
         memory = store.samples(SampleFilter(meter="memory"))
@@ -184,14 +182,11 @@ def test_bad_notifications_go_to_the_dead_letter_queue_with_their_reason(
             content_encoding="utf-8",
         )
 
-    pipeline = Pipeline(settings_for(rabbitmq_url, exchange, topic, tmp_path))
-    try:
+    with Pipeline(settings_for(rabbitmq_url, exchange, topic, tmp_path)) as pipeline:
         pipeline.wait(
             lambda: pipeline.listener.stats.received == 3 and pipeline.collector.stats.stored == 6
         )
         pipeline.wait(lambda: pipeline.listener.stats.dead_lettered == 2)
-    finally:
-        pipeline.close()
     assert depth(rabbitmq_url, f"{topic}.info") == 0
     letters = []
     with Connection(rabbitmq_url) as conn:
@@ -240,41 +235,41 @@ def test_run_meters_notifications_when_enabled(
         f"  exchanges: [{exchange}]\n  topics: [{topic}]\n  batch_timeout: 0.1\n",
         encoding="utf-8",
     )
-    process = subprocess.Popen(
+    rows: list[dict[str, Any]] = []
+    with popen(
         [*NEPHOSCOPE, "run", "--config", str(config)],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    rows: list[dict[str, Any]] = []
-    try:
+    ) as process:
         sender, transport = notifier(exchange, topic, "messagingv2")
-        deadline = time.monotonic() + 60
-        sent = False
-        while time.monotonic() < deadline and not rows:
-            assert process.poll() is None, process.communicate()
-            if not sent:
-                time.sleep(1)  # the listener declares its queue before Nova sends
-                sender.info(
-                    context(), "compute.instance.exists", load("compute.instance.exists")["payload"]
+        try:
+            deadline = time.monotonic() + 60
+            sent = False
+            while time.monotonic() < deadline and not rows:
+                assert process.poll() is None, process.communicate()
+                if not sent:
+                    time.sleep(1)  # the listener declares its queue before Nova sends
+                    sender.info(
+                        context(),
+                        "compute.instance.exists",
+                        load("compute.instance.exists")["payload"],
+                    )
+                    sent = True
+                result = subprocess.run(
+                    [*NEPHOSCOPE, "samples", "--meter", "vcpus", "--json", "--config", str(config)],
+                    env=_env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    check=False,
                 )
-                sent = True
-            result = subprocess.run(
-                [*NEPHOSCOPE, "samples", "--meter", "vcpus", "--json", "--config", str(config)],
-                env=_env(),
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            rows = [json.loads(line) for line in result.stdout.splitlines()]
-            time.sleep(0.3)
-        transport.cleanup()
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+                rows = [json.loads(line) for line in result.stdout.splitlines()]
+                time.sleep(0.3)
+        finally:
+            transport.cleanup()
+        stdout, stderr = stop_process(process)
     assert [(r["resource_id"], r["project_id"], r["volume"]) for r in rows] == [
         (INSTANCE, PROJECT, 1)
     ]
@@ -282,27 +277,38 @@ def test_run_meters_notifications_when_enabled(
     assert "Traceback" not in stderr
 
 
-def test_a_declaration_that_differs_from_the_services_stops_the_agent(
-    names: tuple[str, str], rabbitmq_url: str, tmp_path: Path
+def test_the_agent_uses_an_exchange_the_services_declared_otherwise(
+    own_bus: OwnBus, tmp_path: Path
 ) -> None:
-    exchange, topic = names
-    with Connection(rabbitmq_url) as conn:
+    """Before, a durable exchange (amqp_durable_queues = true) stopped the agent with 406."""
+    exchange, topic = own_bus.notification_exchange, own_bus.notification_topic
+    with Connection(own_bus.url) as conn:
         # As a cloud whose services set amqp_durable_queues would have declared it.
         Exchange(exchange, type="topic", durable=True).bind(conn.channel()).declare()
     config = tmp_path / "nephoscope.yaml"
     config.write_text(
-        f"bus:\n  url: {rabbitmq_url}\n  exchange: metering-{topic}\n  topic: metering-{topic}\n"
+        f"metering_secret: adopt\n"
+        f"bus:\n  url: {own_bus.url}\n  exchange: {own_bus.exchange}\n  topic: {own_bus.topic}\n"
         f"notifications:\n  exchanges: [{exchange}]\n  topics: [{topic}]\n",
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [*NEPHOSCOPE, "notification-agent", "--config", str(config)],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 2, result
-    assert "notifications.durable" in result.stderr
-    assert "PRECONDITION_FAILED" in result.stderr or "inequivalent" in result.stderr
+    log = tmp_path / "agent.log"
+    with (
+        log.open("w") as stderr,
+        popen(
+            [*NEPHOSCOPE, "notification-agent", "--config", str(config)],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        ) as process,
+    ):
+        deadline = time.monotonic() + 60
+        while "listening for notifications" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        stop_process(process)
+    said = log.read_text()
+    assert process.returncode == 0, said
+    assert f"exchange {exchange!r} exists durable" in said
+    assert "PRECONDITION_FAILED" not in said

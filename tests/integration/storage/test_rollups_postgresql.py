@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support import Threads
 from tests.unit.storage.rollup_checks import (
     BASE,
     TEST_POLICY,
@@ -68,15 +69,12 @@ def test_two_writers_racing_on_the_same_buckets_count_each_sample_once(
 
     # Both write every batch (as two collectors given one redelivered stream), in
     # opposite orders, so they contend for the same rollup rows throughout.
-    threads = [
-        threading.Thread(target=write, args=(store, batches)),
-        threading.Thread(target=write, args=(other, batches[::-1])),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    other.close()
+    try:
+        with Threads(timeout=120) as threads:
+            threads.start(write, store, batches)
+            threads.start(write, other, batches[::-1])
+    finally:
+        other.close()
     assert not errors
     query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=1))
     stats = store.statistics(query, 3600)
@@ -178,11 +176,6 @@ def test_an_upgrade_waits_for_batches_in_flight_and_rolls_up_their_samples(
         assert isinstance(store, SQLStore)
         upgraded.append(store)
 
-    in_flight = threading.Thread(target=run, args=(writer.write_batch, samples[60:120]))
-    # Another process upgrades to a policy that adds minutes, while that batch is in
-    # flight; a third batch starts while the upgrade waits.
-    upgrading = threading.Thread(target=run, args=(upgrade,))
-    after = threading.Thread(target=run, args=(later.write_batch, samples[120:]))
     waiting_for_the_lock = sa.text(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -196,18 +189,15 @@ def test_an_upgrade_waits_for_batches_in_flight_and_rolls_up_their_samples(
                 thread.join(0.05)
                 conn.rollback()
 
-    try:
-        in_flight.start()
+    # Leaving the block lets the writer's batch go on (go_on), and every writer must
+    # end within 60 s.
+    with Threads(timeout=60) as threads:
+        threads.start(run, writer.write_batch, samples[60:120], stop=go_on, name="in-flight")
         assert read_levels.wait(30)
-        upgrading.start()
-        until(1, upgrading)
-        after.start()
-        until(2, after)
-    finally:
-        go_on.set()
-        for thread in (in_flight, upgrading, after):
-            thread.join(60)
-    assert not any(t.is_alive() for t in (in_flight, upgrading, after)), "a writer hangs"
+        # Another process upgrades to a policy that adds minutes, while that batch is in
+        # flight; a third batch starts while the upgrade waits.
+        until(1, threads.start(run, upgrade, name="upgrading"))
+        until(2, threads.start(run, later.write_batch, samples[120:], name="after"))
     assert not failures, failures
     query = SampleFilter(meter="cpu", since=BASE, until=BASE + timedelta(hours=3))
     by_minute = upgraded[0].statistics(query, 60)

@@ -1,12 +1,13 @@
 import json
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 from sqlalchemy import exc as sa_exc
+from tests.support import running
 
 from nephoscope.collector import Collector, parse_body
 from nephoscope.config import ConfigError, Settings
@@ -94,11 +95,26 @@ class FakeMessage:
         self.requeued = True
 
 
+#: Collectors of ``collector`` and ``queue_collector``, used without ``run``.
+_flushed_by_hand: list[Collector] = []
+
+
+@pytest.fixture(autouse=True)
+def _writer_threads_shut_down() -> Iterator[None]:
+    # ``run`` shuts the writer thread down on leaving; a test calling ``flush``
+    # itself closes the collector here.
+    yield
+    while _flushed_by_hand:
+        _flushed_by_hand.pop().close()
+
+
 def collector(store: RecordingStore, **collector_settings: object) -> Collector:
     settings = Settings(
         metering_secret=SECRET, collector={"batch_size": 1000, **collector_settings}
     )
-    return Collector(settings, store)  # type: ignore[arg-type]
+    service = Collector(settings, store)  # type: ignore[arg-type]
+    _flushed_by_hand.append(service)
+    return service
 
 
 def test_bad_messages_become_dead_letters_and_the_good_ones_stay() -> None:
@@ -194,14 +210,15 @@ def test_memory_bus_end_to_end_drains_on_stop() -> None:
     service = Collector(settings, store)  # type: ignore[arg-type]
     publisher = Publisher(settings, KombuBus(settings.bus))
     counters = [counter(i, id=None) for i in range(500)]
-    stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop, ready))
-    thread.start()
-    assert ready.wait(5)
-    assert publisher.publish(counters) == 500
-    stop.set()  # at once: what is still on the bus must be drained, not lost
-    thread.join(30)
-    publisher.close()
+    ready = threading.Event()
+    try:
+        # Leaving the block stops the collector at once: what is still on the bus
+        # must be drained, not lost.
+        with running(service.run, threading.Event(), ready):
+            assert ready.wait(5)
+            assert publisher.publish(counters) == 500
+    finally:
+        publisher.close()
     stored = [c for batch, _ in store.batches for c in batch]
     assert len(stored) == 500
     assert sorted(c.volume for c in stored) == [float(i) for i in range(500)]
@@ -240,12 +257,8 @@ def test_retention_runs_in_the_writer_thread_on_its_interval() -> None:
     )
     store = RecordingStore()
     service = Collector(settings, store)  # type: ignore[arg-type]
-    stop = threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop,))
-    thread.start()
-    threading.Event().wait(0.7)
-    stop.set()
-    thread.join(30)
+    with running(service.run, threading.Event()):
+        threading.Event().wait(0.7)
     assert 2 <= len(store.expiries) <= 5
     assert all(t.name.startswith("collector-writer") for t in store.expiries)
     assert service.stats.expired == 3 * len(store.expiries)
@@ -288,7 +301,9 @@ class QueueSink:
 def queue_collector(store: RecordingStore) -> tuple[Collector, QueueSink]:
     sink = QueueSink(store)
     settings = Settings(metering_secret=SECRET, collector={"batch_size": 1000})
-    return Collector(settings, store, dead_letters=sink), sink  # type: ignore[arg-type]
+    service = Collector(settings, store, dead_letters=sink)  # type: ignore[arg-type]
+    _flushed_by_hand.append(service)
+    return service, sink
 
 
 def test_with_a_dead_letter_queue_poison_goes_there_alone_before_the_ack() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kombu import Connection, Exchange, Producer
+from tests.support import Threads
 from tests.unit.notification.helpers import load, processor, v1, v2
 
 from nephoscope.config import Settings
@@ -94,23 +95,18 @@ def depth(settings: Settings, priority: str = "info") -> int:
 
 @pytest.fixture
 def running(settings: Settings) -> Iterator[Callable[..., NotificationListener]]:
-    started: list[tuple[threading.Thread, threading.Event]] = []
+    with Threads(timeout=10) as threads:
 
-    def start(sink: Sink, letters: Any = None) -> NotificationListener:
-        listener = NotificationListener(
-            settings, processor(), Publisher(settings, sink), dead_letters=letters
-        )
-        stop, ready = threading.Event(), threading.Event()
-        thread = threading.Thread(target=listener.run, args=(stop, ready))
-        thread.start()
-        assert ready.wait(5)
-        started.append((thread, stop))
-        return listener
+        def start(sink: Sink, letters: Any = None) -> NotificationListener:
+            listener = NotificationListener(
+                settings, processor(), Publisher(settings, sink), dead_letters=letters
+            )
+            stop, ready = threading.Event(), threading.Event()
+            threads.start(listener.run, stop, ready, stop=stop)
+            assert ready.wait(5)
+            return listener
 
-    yield start
-    for thread, stop in started:
-        stop.set()
-        thread.join(10)
+        yield start
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -194,12 +190,16 @@ class FailingPublisher:
         self.failures = failures
         self.counters: list[Any] = []
 
-    def publish(self, counters: Sequence[Any]) -> int:
+    def publish(self, counters: Sequence[Any], *, droppable: bool = True) -> int:
+        assert not droppable, "counters of notifications are never dropped"
         if self.failures:
             self.failures -= 1
             raise ConnectionError("bus down")
         self.counters.extend(counters)
         return len(counters)
+
+    def flush(self) -> bool:
+        return True
 
 
 def test_a_batch_the_publisher_refuses_goes_back_to_the_bus_and_comes_again(
@@ -208,15 +208,11 @@ def test_a_batch_the_publisher_refuses_goes_back_to_the_bus_and_comes_again(
     publisher = FailingPublisher(failures=2)
     listener = NotificationListener(settings, processor(), publisher)  # type: ignore[arg-type]
     stop, ready = threading.Event(), threading.Event()
-    thread = threading.Thread(target=listener.run, args=(stop, ready))
-    thread.start()
-    try:
+    with Threads(timeout=10) as threads:
+        threads.start(listener.run, stop, ready, stop=stop)
         assert ready.wait(5)
         send(settings, v2(load("compute.instance.exists")))
         wait_for(lambda: len(publisher.counters) == 6)
-    finally:
-        stop.set()
-        thread.join(10)
     assert listener.stats.publish_errors == 2
     assert listener.stats.metered == 1
     assert depth(settings) == 0
@@ -256,19 +252,15 @@ def test_the_embedded_pipeline_stores_counters_and_dead_letters(
         settings, processor(), publisher, dead_letters=StoreDeadLetters(store)
     )
     stop = threading.Event()
-    threads = []
-    for target in (collector.run, listener.run):
-        ready = threading.Event()
-        threads.append(threading.Thread(target=target, args=(stop, ready)))
-        threads[-1].start()
-        assert ready.wait(5)
     try:
-        send(settings, v2(load("compute.instance.create.end")), v1(load("image.upload")), b"{")
-        wait_for(lambda: collector.stats.stored == 8 and listener.stats.dead_lettered == 1)
+        with Threads(timeout=10) as threads:
+            for target in (collector.run, listener.run):
+                ready = threading.Event()
+                threads.start(target, stop, ready, stop=stop)
+                assert ready.wait(5)
+            send(settings, v2(load("compute.instance.create.end")), v1(load("image.upload")), b"{")
+            wait_for(lambda: collector.stats.stored == 8 and listener.stats.dead_lettered == 1)
     finally:
-        stop.set()
-        for thread in reversed(threads):
-            thread.join(10)
         publisher.close()
     (booting,) = store.samples(SampleFilter(meter="compute.instance.booting.time"))
     assert (booting.volume, booting.unit) == (16.0, "sec")

@@ -11,8 +11,9 @@ import pytest
 from tests.unit.notification.helpers import INSTANCE, fixture_paths, load, processor, v1, v2
 
 from nephoscope.counter import Counter
+from nephoscope.logs import LogLimiter
 from nephoscope.notification import NotificationProcessor
-from nephoscope.notification.common import LogLimiter, stable_counter_id, to_number
+from nephoscope.notification.common import stable_counter_id, to_number
 from nephoscope.notification.instance import InstanceNotifications
 from nephoscope.plugin import NotificationBase
 

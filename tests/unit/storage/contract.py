@@ -22,6 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support import Threads
 
 from nephoscope.config import StoreSettings
 from nephoscope.counter import Counter
@@ -341,14 +342,9 @@ class StoreContract:
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [
-            threading.Thread(target=write, args=("a", store, windows)),
-            threading.Thread(target=write, args=("b", second_store, windows[::-1])),
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
+        with Threads(timeout=120) as threads:
+            threads.start(write, "a", store, windows)
+            threads.start(write, "b", second_store, windows[::-1])
         assert not errors
         all_results = results["a"] + results["b"]
         assert sum(r.stored for r in all_results) == len(ids)
