@@ -73,6 +73,7 @@ __all__ = [
     "running",
     "stop_process",
     "thread_stacks",
+    "wait_for",
 ]
 
 
@@ -86,6 +87,18 @@ def thread_stacks(threads: Iterable[threading.Thread]) -> str:
         kind = "daemon" if thread.daemon else "non-daemon"
         parts.append(f"thread {thread.name!r} ({kind}, ident {thread.ident}):\n{stack}")
     return "\n".join(parts)
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float = 30.0, what: Callable[[], Any] | None = None
+) -> None:
+    """Return once ``condition()`` holds; fail the test after ``timeout`` seconds, with
+    ``what()`` (the state worth seeing) in the message."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g}s: {what() if what else ''}", pytrace=True)
+        time.sleep(0.02)
 
 
 def _name_of(target: Callable[..., Any]) -> str:

@@ -19,18 +19,16 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import oslo_messaging
 import pytest
 from kombu import Connection
 from oslo_config import cfg
-from tests.support import Threads
+from tests.support import Threads, wait_for
 from tests.unit.notification.helpers import load
 
 from nephoscope.collector import Collector
@@ -103,13 +101,6 @@ def vhost(rabbitmq_url: str) -> Iterator[Vhost]:
 def depth(url: str, queue: str) -> int:
     with Connection(url, connect_timeout=10) as conn:
         return int(conn.channel().queue_declare(queue, passive=True).message_count)
-
-
-def wait(condition: Callable[[], bool], timeout: float, what: Callable[[], Any]) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out: {what()}"
-        time.sleep(0.1)
 
 
 def send_notifications(vhost: Vhost, exchange: str, topic: str) -> None:
@@ -188,8 +179,8 @@ def test_a_refused_publish_leaves_notifications_queued_and_none_is_lost(
         with Threads(timeout=60) as threads:
             threads.start(listener.run, stop, ready, stop=stop)
             assert ready.wait(30), "the notification agent did not start"
-            wait(lambda: listener.stats.paused >= 1, 60, lambda: listener.stats)
-            wait(
+            wait_for(lambda: listener.stats.paused >= 1, 60, lambda: listener.stats)
+            wait_for(
                 lambda: depth(vhost.url(), queue) == NOTIFICATIONS - listener.stats.metered,
                 30,
                 lambda: (depth(vhost.url(), queue), listener.stats),
@@ -222,7 +213,7 @@ def test_a_refused_publish_leaves_notifications_queued_and_none_is_lost(
                 ready = threading.Event()
                 threads.start(target, stop, ready, stop=stop)
                 assert ready.wait(30), f"{target} did not start"
-            wait(
+            wait_for(
                 lambda: collector.stats.stored >= EXPECTED,
                 180,
                 lambda: (collector.stats, listener.stats, depth(vhost.url(), queue)),

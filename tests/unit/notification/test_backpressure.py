@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.support import wait_for
 from tests.unit.notification.helpers import load, processor, v2
-from tests.unit.notification.test_listener import depth, send, wait_for
+from tests.unit.notification.test_listener import depth, send
 
 from nephoscope.config import Settings
 from nephoscope.messaging.bus import PublishError

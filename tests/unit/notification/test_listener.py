@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 from kombu import Connection, Exchange, Producer
-from tests.support import Threads
+from tests.support import Threads, wait_for
 from tests.unit.notification.helpers import load, processor, v1, v2
 
 from nephoscope.config import Settings
@@ -107,13 +106,6 @@ def running(settings: Settings) -> Iterator[Callable[..., NotificationListener]]
             return listener
 
         yield start
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_queues_are_declared_as_oslo_messaging_declares_them(settings: Settings) -> None:
